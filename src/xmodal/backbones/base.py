@@ -1,0 +1,198 @@
+"""Encoders in one shared space, the model that holds them, and checkpoint I/O.
+
+A checkpoint folder holds ``xmodal.json`` (which backbone, its config), ``model.safetensors`` (all
+weights) and ``assets/`` (what the backbone needs to rebuild its architecture offline: transformers
+configs and tokenizers). Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from xmodal.config import from_dict, to_dict
+from xmodal.errors import CheckpointError, ConfigError
+from xmodal.registry import Registry
+
+FORMAT = "xmodal"
+FORMAT_VERSION = 1
+CONFIG_FILE = "xmodal.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """A tower: one modality in, L2-normalised ``[B, embed_dim]`` embeddings out.
+
+    ``forward_features`` gives the intermediate token features ``[B, N, width]`` per layer, for
+    strategies that read or modify the inside of a tower (side networks, adapters, prompts)."""
+
+    modality: str
+    embed_dim: int
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def forward_features(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]: ...
+
+
+class XModel(nn.Module):
+    """Towers of several modalities mapping into one shared embedding space.
+
+    Videos go through the image tower frame by frame and are averaged (unless a ``video`` tower is
+    present). ``logit_scale`` (log of the inverse temperature) and ``logit_bias`` (SigLIP) are the
+    alignment parameters shared by the losses and zero-shot scoring."""
+
+    def __init__(
+        self,
+        backbone: str,
+        config: Any,
+        towers: dict[str, nn.Module],
+        specs: dict[str, Any],
+        logit_scale: float = math.log(1 / 0.07),
+        logit_bias: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.config = config
+        self.towers = nn.ModuleDict(towers)
+        self.specs = specs
+        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
+        self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias)))
+
+    @property
+    def embed_dim(self) -> int:
+        return next(iter(self.towers.values())).embed_dim
+
+    @property
+    def modalities(self) -> list[str]:
+        names = list(self.towers)
+        return names + ["video"] if "image" in names and "video" not in names else names
+
+    def spec(self, modality: str) -> Any:
+        """Preprocessing settings for ``modality`` (ImageSpec, VideoSpec, AudioSpec, TextSpec)."""
+        if modality not in self.specs:
+            raise ConfigError(f"model has no {modality!r} tower; it has {self.modalities}")
+        return self.specs[modality]
+
+    def tower(self, modality: str) -> nn.Module:
+        if modality == "video" and "video" not in self.towers:
+            modality = "image"
+        if modality not in self.towers:
+            raise ConfigError(f"model has no {modality!r} tower; it has {self.modalities}")
+        return self.towers[modality]
+
+    def encode(self, modality: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[B, D]`` L2-normalised embeddings of a collated batch of ``modality``."""
+        if modality == "video" and "video" not in self.towers:
+            return _norm(self.encode_frames(batch).mean(1))
+        return self.tower(modality)(batch)
+
+    def encode_frames(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[B, T, D]`` per-frame embeddings of a video batch (``pixel_values`` ``[B,T,C,H,W]``)."""
+        pixels = batch["pixel_values"]
+        b, t = pixels.shape[:2]
+        flat = self.tower("image")({"pixel_values": pixels.flatten(0, 1)})
+        return flat.view(b, t, -1)
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write ``xmodal.json``, ``model.safetensors`` and ``assets/`` to the folder ``path``."""
+        from safetensors.torch import save_model
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        BACKBONES.get(self.backbone).save_assets(self, path / "assets")
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "backbone": self.backbone,
+            "config": to_dict(self.config),
+            "modalities": self.modalities,
+            "embed_dim": self.embed_dim,
+        }
+        tmp = path / (WEIGHTS_FILE + ".tmp")
+        save_model(self, str(tmp))
+        tmp.replace(path / WEIGHTS_FILE)
+        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "XModel":
+        """Load a folder written by :meth:`save_pretrained`; a CheckpointError says what is wrong."""
+        path = Path(path)
+        meta = read_meta(path)
+        backbone = BACKBONES.get(meta["backbone"])
+        try:
+            cfg = from_dict(backbone.config_cls, meta["config"])
+        except ConfigError as exc:
+            raise CheckpointError(f"{path / CONFIG_FILE}: config does not match the code ({exc})") from None
+        model = backbone.build(cfg, assets=path / "assets")
+        load_weights(model, path / WEIGHTS_FILE)
+        return model
+
+
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    return nn.functional.normalize(x, dim=-1)
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """Read and check ``xmodal.json`` of a checkpoint folder."""
+    file = path / CONFIG_FILE
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint folder")
+    if not file.is_file():
+        raise CheckpointError(f"{path}: not an xmodal checkpoint (no {CONFIG_FILE})")
+    try:
+        meta = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{file}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{file}: not an xmodal checkpoint (format is not {FORMAT!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{file}: format_version {meta.get('format_version')} is not {FORMAT_VERSION}")
+    if meta.get("backbone") not in BACKBONES:
+        raise CheckpointError(f"{file}: unknown backbone {meta.get('backbone')!r}; known: {BACKBONES.names()}")
+    return meta
+
+
+def load_weights(model: nn.Module, file: Path, strict: bool = True) -> None:
+    """Load safetensors weights into ``model``; truncation and key/shape mismatch are CheckpointErrors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    if not file.is_file():
+        raise CheckpointError(f"{file}: weights file missing")
+    try:
+        missing, unexpected = load_model(model, str(file), strict=False)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{file}: unreadable or truncated weights ({exc})") from None
+    except RuntimeError as exc:  # shape mismatch
+        raise CheckpointError(f"{file}: weights do not fit the model ({str(exc).splitlines()[0]})") from None
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f"{file}: weights do not match the model: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
+
+
+class Backbone(Protocol):
+    """A registered backbone: a config dataclass, a builder and an asset writer."""
+
+    config_cls: type
+
+    def build(self, cfg: Any, assets: Path | None = None) -> XModel:
+        """Build the model. ``assets=None``: load pretrained weights named in ``cfg``; otherwise
+        rebuild the architecture offline from ``assets`` (weights are loaded afterwards)."""
+        ...
+
+    def save_assets(self, model: XModel, assets: Path) -> None:
+        """Write what :meth:`build` needs to rebuild ``model`` from ``assets``."""
+        ...
+
+
+BACKBONES: Registry[Backbone] = Registry("backbone")

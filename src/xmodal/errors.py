@@ -1,0 +1,26 @@
+"""Errors a user can act on: each names the file, row or setting and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class XmodalError(Exception):
+    """Base class of every error xmodal raises on purpose."""
+
+
+class DataError(XmodalError):
+    """A bad input file or manifest row: ``DataError(path, problem)`` -> ``"path: problem"``."""
+
+    def __init__(self, source: str | Path, problem: str) -> None:
+        self.source = str(source)
+        self.problem = problem
+        super().__init__(f"{self.source}: {problem}")
+
+
+class ConfigError(XmodalError):
+    """An unknown key, a wrong type or an impossible value in a configuration."""
+
+
+class CheckpointError(XmodalError):
+    """A checkpoint that is missing, truncated, mismatched or not written by xmodal."""

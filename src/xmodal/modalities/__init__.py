@@ -1,0 +1,27 @@
+"""Modalities: image (Pillow), video (PyAV), audio (soundfile), text (the backbone's tokenizer)."""
+
+from xmodal.modalities.base import (
+    MODALITIES,
+    AudioSpec,
+    ImageSpec,
+    Modality,
+    TextSpec,
+    VideoSpec,
+)
+from xmodal.modalities import image, video, audio, text  # noqa: F401  (registration)
+
+
+def modality_of(path: str) -> str:
+    """The registered modality whose extensions include ``path``'s suffix (a DataError if none)."""
+    from pathlib import Path
+
+    from xmodal.errors import DataError
+
+    suffix = Path(path).suffix.lower()
+    for name in MODALITIES:
+        if suffix in MODALITIES.get(name).extensions:
+            return name
+    raise DataError(path, f"unknown file type {suffix!r}")
+
+
+__all__ = ["MODALITIES", "AudioSpec", "ImageSpec", "Modality", "TextSpec", "VideoSpec", "modality_of"]

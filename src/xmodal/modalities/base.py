@@ -1,0 +1,62 @@
+"""The modality interface: decode a file (or a string) and preprocess it for a backbone.
+
+Preprocessing settings come from the backbone (``model.spec(modality)``) so that the same file is
+turned into exactly what the tower was trained on (image size, mean/std, sample rate, tokenizer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from xmodal.registry import Registry
+
+
+@dataclass
+class ImageSpec:
+    size: int = 224  # side of the square input, pixels (resize shorter side + centre crop)
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)  # per-channel mean, RGB in [0,1]
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)  # per-channel std
+    resample: str = "bicubic"  # Pillow resampling filter name
+
+
+@dataclass
+class VideoSpec:
+    image: ImageSpec = field(default_factory=ImageSpec)  # how each frame is preprocessed
+    num_frames: int = 8  # frames per clip after sampling
+    sampling: str = "uniform"  # "uniform" (evenly over the clip) or "segment" (one per segment)
+    train: bool = False  # segment sampling picks a random frame per segment when True
+
+
+@dataclass
+class AudioSpec:
+    sample_rate: int = 16000  # rate the tower expects; inputs are resampled to it, Hz
+    n_mels: int = 64  # mel bands of the log-mel features
+    n_fft: int = 400  # FFT window, samples
+    hop_length: int = 160  # hop between frames, samples
+    max_seconds: float = 4.0  # clips are cut or zero-padded to this length, seconds
+
+
+@dataclass
+class TextSpec:
+    tokenizer: Any = None  # a transformers tokenizer (callable on a list of strings)
+    max_length: int = 64  # longest token sequence; longer texts are truncated
+    padding: str = "longest"  # "longest" or "max_length" (SigLIP was trained with max_length)
+
+
+@runtime_checkable
+class Modality(Protocol):
+    """One kind of input. ``load`` takes a path (a string for text) and returns one sample;
+    ``collate`` stacks samples into the batch dict a tower's ``forward`` takes."""
+
+    name: str
+    extensions: tuple[str, ...]
+
+    def load(self, item: Any, spec: Any) -> Any: ...
+
+    def collate(self, items: list[Any], spec: Any) -> dict[str, torch.Tensor]: ...
+
+
+MODALITIES: Registry[Modality] = Registry("modality")
