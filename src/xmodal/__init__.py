@@ -1,3 +1,48 @@
-"""xmodal: cross-modal transfer learning on CLIP-family backbones."""
+"""xmodal: cross-modal transfer learning on CLIP-family backbones.
+
+Public API (imported lazily so that ``import xmodal`` stays cheap)::
+
+    model = xmodal.load("lit")                      # or a checkpoint folder, or a CLIP/SigLIP name
+    result = xmodal.align(model, rows, xmodal.AlignConfig(), val_rows=..., root=...)
+    zs = xmodal.zeroshot(model, paths, labels, classnames)
+    root = xmodal.generate_world("world")
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "load": "xmodal.api",
+    "count_parameters": "xmodal.api",
+    "XModel": "xmodal.backbones.base",
+    "BACKBONES": "xmodal.backbones.base",
+    "MODALITIES": "xmodal.modalities",
+    "align": "xmodal.align.train",
+    "AlignConfig": "xmodal.align.train",
+    "FitConfig": "xmodal.engine.fit",
+    "zeroshot": "xmodal.tasks.zeroshot",
+    "build_zero_shot_classifier": "xmodal.tasks.zeroshot",
+    "embed": "xmodal.tasks.embed",
+    "LiTConfig": "xmodal.backbones.lit",
+    "VisionConfig": "xmodal.backbones.vision",
+    "HFClipConfig": "xmodal.backbones.hf_clip",
+    "WorldConfig": "xmodal.data.world",
+    "generate_world": "xmodal.data.world",
+    "read_manifest": "xmodal.data.manifest",
+    "read_folder": "xmodal.data.manifest",
+    "run_demo": "xmodal.demo",
+    "DemoConfig": "xmodal.demo",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'xmodal' has no attribute {name!r}")
+    importlib.import_module("xmodal.backbones")  # registers the built-in backbones
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

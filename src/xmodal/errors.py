@@ -17,6 +17,9 @@ class DataError(XmodalError):
         self.problem = problem
         super().__init__(f"{self.source}: {problem}")
 
+    def __reduce__(self):  # picklable across DataLoader worker processes
+        return (type(self), (self.source, self.problem))
+
 
 class ConfigError(XmodalError):
     """An unknown key, a wrong type or an impossible value in a configuration."""

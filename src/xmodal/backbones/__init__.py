@@ -1,5 +1,6 @@
 """Backbones: CLIP-family towers mapping each modality into one L2-normalised shared space."""
 
 from xmodal.backbones.base import BACKBONES, Backbone, Encoder, XModel
+from xmodal.backbones import lit, hf_clip  # noqa: F401,E402  (registration)
 
 __all__ = ["BACKBONES", "Backbone", "Encoder", "XModel"]

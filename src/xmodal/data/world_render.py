@@ -1,0 +1,203 @@
+"""Drawing for the built-in world: coloured shapes on light backgrounds, still or in motion.
+
+Everything is drawn at 4x with Pillow and downsampled with LANCZOS (anti-aliased), then given mild
+noise. Screen coordinates: x to the right, y down, angles in radians with increasing angle turning
+*clockwise* on screen. A clip of a motion is the exact time reversal of a clip of its opposite
+(``render_clip``), so the average frame can never tell the two apart.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from PIL import Image, ImageDraw
+
+SCALE = 4  # supersampling factor of the drawing canvas
+
+# name -> RGB; clearly distinct hues that all stand out on a light grey background
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (215, 30, 30), "green": (30, 160, 50), "blue": (35, 75, 215), "yellow": (235, 195, 0),
+    "purple": (135, 50, 185), "orange": (245, 125, 10), "pink": (240, 90, 180), "cyan": (0, 180, 200),
+    "brown": (125, 75, 30), "black": (25, 25, 25), "white": (252, 252, 252), "grey": (120, 120, 120),
+}
+SHAPES = ("circle", "square", "triangle", "star", "cross", "pentagon", "hexagon")
+SIZES = {"small": 0.15, "medium": 0.21, "large": 0.27}  # object radius as a fraction of the image side
+POSITIONS = {"left": (0.3, 0.5), "right": (0.7, 0.5), "top": (0.5, 0.3), "bottom": (0.5, 0.7),
+             "centre": (0.5, 0.5)}  # object centre as fractions of the image side (x, y down)
+# motion -> (the motion whose clips are drawn, reversed in time?)
+MOTIONS: dict[str, tuple[str, bool]] = {
+    "moving left": ("moving right", True), "moving right": ("moving right", False),
+    "moving up": ("moving down", True), "moving down": ("moving down", False),
+    "rotating clockwise": ("rotating clockwise", False),
+    "rotating counterclockwise": ("rotating clockwise", True),
+    "growing": ("growing", False), "shrinking": ("growing", True),
+}
+CANONICAL = ("moving right", "moving down", "rotating clockwise", "growing")  # drawn forwards
+MARKER_RGB = (30, 30, 30)  # the dot that makes the sense of rotation visible in clips
+
+
+def shape_polygon(shape: str, cx: float, cy: float, r: float, theta: float) -> list[tuple[float, float]]:
+    """Vertices of ``shape`` (not a circle) inscribed in the circle (cx, cy, r), turned by ``theta``.
+
+    At ``theta = 0`` a vertex (or arm) of every shape but the square points straight up."""
+    if shape == "cross":
+        w = 0.34  # half-width of an arm, as a fraction of r
+        pts = [(w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w),
+               (-w, -w), (-w, -1)]
+        top = math.hypot(w, 1)  # the arm corners lie on the circle
+        radial = [(math.hypot(x, y) / top, math.atan2(y, x)) for x, y in pts]
+    elif shape == "star":
+        radial = [(1.0 if k % 2 == 0 else 0.45, -math.pi / 2 + k * math.pi / 5) for k in range(10)]
+    else:
+        n = {"triangle": 3, "square": 4, "pentagon": 5, "hexagon": 6}[shape]
+        start = -math.pi / 2 + (math.pi / 4 if shape == "square" else 0.0)
+        radial = [(1.0, start + 2 * math.pi * k / n) for k in range(n)]
+    return [(cx + r * m * math.cos(a + theta), cy + r * m * math.sin(a + theta)) for m, a in radial]
+
+
+def draw_object(draw: ImageDraw.ImageDraw, shape: str, rgb: tuple[int, ...], cx: float, cy: float, r: float,
+                theta: float, marker: bool) -> None:
+    """Draw one object (canvas coordinates) and, if ``marker``, a dark dot towards its top vertex."""
+    if shape == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=tuple(rgb))
+    else:
+        draw.polygon(shape_polygon(shape, cx, cy, r, theta), fill=tuple(rgb))
+    if marker:
+        d = {"circle": 0.62, "square": 0.42}.get(shape, 0.55) * r
+        mx, my = cx + d * math.sin(theta), cy - d * math.cos(theta)
+        m = max(0.14 * r, 1.5 * SCALE)
+        draw.ellipse([mx - m, my - m, mx + m, my + m], fill=MARKER_RGB)
+
+
+def _background(rng: np.random.Generator) -> tuple[int, int, int]:
+    """A light grey with a faint random tint."""
+    grey = rng.uniform(195, 240)
+    return tuple(int(round(grey + t)) for t in rng.uniform(-6, 6, 3))
+
+
+def _jitter_rgb(rgb: tuple[int, int, int], rng: np.random.Generator, amount: float = 10) -> tuple[int, ...]:
+    return tuple(int(np.clip(round(c + d), 0, 255)) for c, d in zip(rgb, rng.uniform(-amount, amount, 3)))
+
+
+def _render(size: int, bg: tuple[int, ...], objects: list[dict[str, Any]]) -> np.ndarray:
+    """Draw ``objects`` (pixel coordinates of the final image) at 4x and downsample: uint8 [H, W, 3]."""
+    canvas = Image.new("RGB", (size * SCALE, size * SCALE), bg)
+    draw = ImageDraw.Draw(canvas)
+    for o in objects:
+        draw_object(draw, o["shape"], o["rgb"], o["cx"] * SCALE, o["cy"] * SCALE, o["r"] * SCALE,
+                    o["theta"], o.get("marker", False))
+    return np.asarray(canvas.resize((size, size), Image.LANCZOS))
+
+
+def _add_noise(frames: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    return np.clip(frames.astype(np.float32) + noise, 0, 255).round().astype(np.uint8)
+
+
+def render_image(colour: str, shape: str, size: str, position: str, rng: np.random.Generator,
+                 image_size: int) -> np.ndarray:
+    """One still image: the object at its named position and size, jittered a little; uint8 [S, S, 3]."""
+    s = image_size
+    r = SIZES[size] * s * rng.uniform(0.92, 1.08)
+    fx, fy = POSITIONS[position]
+    cx = np.clip(fx * s + rng.uniform(-0.04, 0.04) * s, r + 1, s - r - 1)
+    cy = np.clip(fy * s + rng.uniform(-0.04, 0.04) * s, r + 1, s - r - 1)
+    theta = 0.0 if shape == "circle" else math.radians(rng.uniform(-20, 20))
+    bg = _background(rng)
+    obj = {"shape": shape, "rgb": _jitter_rgb(COLOURS[colour], rng), "cx": cx, "cy": cy, "r": r, "theta": theta}
+    img = _render(s, bg, [obj])
+    return _add_noise(img, rng.normal(0, 3.0, img.shape))
+
+
+def _edge_extent(rng: np.random.Generator, r: float, s: int) -> tuple[float, float]:
+    """Start/end of a crossing on one axis; ~40% of ends touch the frame edge (a 'bounce' sound)."""
+    lo = r + max(0.0, rng.uniform(-0.08, 0.12)) * s
+    hi = s - r - max(0.0, rng.uniform(-0.08, 0.12)) * s
+    return lo, hi
+
+
+def canonical_trajectory(motion: str, rng: np.random.Generator, size: int, frames: int) -> dict[str, np.ndarray]:
+    """Per-frame ``cx, cy, r, theta`` (pixels, radians) of a forward-drawn motion (see CANONICAL)."""
+    s, t = size, np.linspace(0.0, 1.0, frames)
+    ones = np.ones(frames)
+    if motion in ("moving right", "moving down"):
+        r = rng.uniform(0.14, 0.20) * s
+        lo, hi = _edge_extent(rng, r, s)
+        across = rng.uniform(0.3, 0.7) * s * ones
+        along = lo + (hi - lo) * t
+        cx, cy = (along, across) if motion == "moving right" else (across, along)
+        return {"cx": cx, "cy": cy, "r": r * ones, "theta": rng.uniform(0, 2 * math.pi) * ones}
+    if motion == "rotating clockwise":
+        r = rng.uniform(0.20, 0.28) * s
+        cx, cy = rng.uniform(0.4, 0.6, 2) * s
+        theta = rng.uniform(0, 2 * math.pi) + rng.uniform(0.5, 0.9) * 2 * math.pi * t
+        return {"cx": cx * ones, "cy": cy * ones, "r": r * ones, "theta": theta}
+    if motion == "growing":
+        r0, r1 = rng.uniform(0.08, 0.12) * s, rng.uniform(0.26, 0.32) * s
+        cx, cy = np.clip(rng.uniform(r1 - 0.05 * s, s - r1 + 0.05 * s, 2), r1, s - r1)
+        return {"cx": cx * ones, "cy": cy * ones, "r": r0 + (r1 - r0) * t,
+                "theta": rng.uniform(0, 2 * math.pi) * ones}
+    raise ValueError(f"not a canonical motion: {motion!r}")
+
+
+def render_clip(colour: str, shape: str, motion: str, rng: np.random.Generator, size: int,
+                frames: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Frames uint8 [T, S, S, 3] and the per-frame trajectory of one clip.
+
+    The clip of a motion is drawn as its canonical motion and then reversed in time where needed, so
+    with the same ``rng`` state 'moving left' is exactly 'moving right' played backwards."""
+    canonical, reverse = MOTIONS[motion]
+    traj = canonical_trajectory(canonical, rng, size, frames)
+    bg, rgb = _background(rng), _jitter_rgb(COLOURS[colour], rng)
+    video = np.stack([
+        _render(size, bg, [{"shape": shape, "rgb": rgb, "marker": True,
+                            **{k: float(v[i]) for k, v in traj.items()}}])
+        for i in range(frames)])
+    video = _add_noise(video, rng.normal(0, 2.0, video.shape))
+    return reverse_clip(video, traj) if reverse else (video, traj)
+
+
+def reverse_clip(video: np.ndarray, traj: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The time reversal of a clip (frames and trajectory)."""
+    return video[::-1].copy(), {k: v[::-1].copy() for k, v in traj.items()}
+
+
+def edge_touches(traj: dict[str, np.ndarray], size: int, tol: float = 0.5) -> np.ndarray:
+    """Bool per frame: the object's circumscribed circle touches an edge of the frame."""
+    gap = np.minimum.reduce([traj["cx"] - traj["r"], traj["cy"] - traj["r"],
+                             size - traj["cx"] - traj["r"], size - traj["cy"] - traj["r"]])
+    return gap <= tol
+
+
+def rgb_to_yuv420p(video: np.ndarray) -> np.ndarray:
+    """uint8 [T, H, W, 3] RGB (even H, W) -> uint8 [T, H * 3 // 2, W] planar Y, U, V (BT.601, limited range).
+
+    Done here rather than by libswscale so that the encoder's input is exactly determined by the frames."""
+    m = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]], np.float32) / 255
+    yuv = video.astype(np.float32) @ m.T + np.array([16.0, 128.0, 128.0], np.float32)
+    t, h, w = video.shape[:3]
+    chroma = yuv[..., 1:].reshape(t, h // 2, 2, w // 2, 2, 2).mean(axis=(2, 4))
+    planes = [yuv[..., 0], chroma[..., 0].reshape(t, h // 4, w), chroma[..., 1].reshape(t, h // 4, w)]
+    return np.clip(np.concatenate(planes, axis=1).round(), 0, 255).astype(np.uint8)
+
+
+def write_mp4(path: str | Path, video: np.ndarray, fps: int, crf: int = 18) -> Path:
+    """Write uint8 [T, H, W, 3] frames (even H, W) as an H.264 yuv420p MP4 with PyAV."""
+    path = Path(path)
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps))
+        stream.height, stream.width = video.shape[1], video.shape[2]
+        stream.pix_fmt = "yuv420p"
+        # one thread and no macroblock-tree rate control: x264 output then depends on the frames
+        # only (with mbtree it varied with the process's memory history, breaking byte-identity)
+        stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
+        for frame in rgb_to_yuv420p(video):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="yuv420p")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

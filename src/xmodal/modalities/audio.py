@@ -1,0 +1,168 @@
+"""Audio (soundfile + scipy): decode, mix to mono, resample, log-mel features.
+
+``load(path, spec)`` gives float32 ``[n_mels, frames]`` with ``frames = audio_frames(spec)`` (the
+same for every clip: clips are cut or zero-padded to ``spec.max_seconds``); ``collate`` stacks them
+into ``{"input_features": [B, n_mels, frames]}``.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from functools import lru_cache
+from math import gcd
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+from scipy.signal import resample_poly
+
+from xmodal.errors import ConfigError, DataError
+from xmodal.modalities.base import MODALITIES, AudioSpec
+from xmodal.modalities.image import check_file
+
+EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+MIN_RATE, MAX_RATE = 1000, 384000  # plausible sample rates, Hz
+MAX_FACTOR = 1000  # largest up/down factor of the polyphase resampler
+LOG_FLOOR = 1e-10  # mel power floor before log10
+
+
+def resample_factors(rate: int, target: int) -> tuple[int, int]:
+    """``(up, down)`` for ``resample_poly`` from ``rate`` to ``target`` Hz: the exact gcd-reduced
+    ratio, or (when a factor exceeds MAX_FACTOR, e.g. 44056 -> 16000 Hz) the closest ratio with
+    factors <= MAX_FACTOR if it is within 0.1 % (a ValueError otherwise)."""
+    g = gcd(rate, target)
+    up, down = target // g, rate // g
+    if max(up, down) <= MAX_FACTOR:
+        return up, down
+    exact = Fraction(target, rate)
+    if exact >= 1:
+        inv = (1 / exact).limit_denominator(MAX_FACTOR)
+        up, down = inv.denominator, inv.numerator
+    else:
+        approx = exact.limit_denominator(MAX_FACTOR)
+        up, down = approx.numerator, approx.denominator
+    if min(up, down) < 1 or abs(Fraction(up, down) - exact) > exact / 1000:
+        raise ValueError(f"cannot resample {rate} Hz to {target} Hz with factors <= {MAX_FACTOR}")
+    return up, down
+
+
+def _check_target(rate: int) -> None:
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise ConfigError(f"audio spec sample_rate {rate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz")
+
+
+def _read(path: Path) -> tuple[np.ndarray, int]:
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(path, f"unreadable or corrupt audio ({first})") from None
+    return data, int(rate)
+
+
+def load_waveform(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Decode ``path`` to a mono float32 waveform at ``sample_rate`` Hz (``[n_samples]``, roughly in
+    [-1, 1]): channels are averaged, other rates resampled with a polyphase filter. A DataError for
+    a missing/unreadable file, no samples, NaN/inf samples or an implausible file sample rate."""
+    _check_target(sample_rate)
+    path = check_file(path)
+    data, rate = _read(path)
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise DataError(path, f"implausible sample rate {rate} Hz (expected {MIN_RATE}..{MAX_RATE} Hz)")
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise DataError(path, f"zero-length audio (no samples at {rate} Hz)")
+    if not np.isfinite(data).all():
+        raise DataError(path, "audio contains NaN or infinite samples")
+    mono = data.mean(axis=1, dtype=np.float64)
+    if rate != sample_rate:
+        try:
+            up, down = resample_factors(rate, sample_rate)
+        except ValueError as exc:
+            raise DataError(path, str(exc)) from None
+        mono = resample_poly(mono, up, down)
+    return mono.astype(np.float32)
+
+
+def audio_frames(spec: AudioSpec) -> int:
+    """Frames of the log-mel features of one clip: ``max_seconds * sample_rate // hop_length``."""
+    return _num_samples(spec) // spec.hop_length
+
+
+def _num_samples(spec: AudioSpec) -> int:
+    n = int(round(spec.max_seconds * spec.sample_rate))
+    if spec.n_fft < 2 or spec.hop_length < 1 or spec.n_mels < 1:
+        raise ConfigError(f"audio spec needs n_fft >= 2, hop_length >= 1, n_mels >= 1; got {spec}")
+    if n < spec.n_fft or n // spec.hop_length < 1:
+        raise ConfigError(f"audio spec max_seconds={spec.max_seconds} is shorter than one FFT window")
+    return n
+
+
+@lru_cache(maxsize=16)
+def _mel_filters(n_fft: int, n_mels: int, sample_rate: int) -> np.ndarray:
+    from transformers.audio_utils import mel_filter_bank
+
+    return mel_filter_bank(
+        num_frequency_bins=1 + n_fft // 2,
+        num_mel_filters=n_mels,
+        min_frequency=0.0,
+        max_frequency=sample_rate / 2,
+        sampling_rate=sample_rate,
+        norm="slaney",
+        mel_scale="slaney",
+    )
+
+
+def log_mel(waveform: np.ndarray, spec: AudioSpec) -> torch.Tensor:
+    """``[n_mels, audio_frames(spec)]`` float32 ``log10(max(mel power, 1e-10))`` of a mono waveform
+    at ``spec.sample_rate`` Hz, cut or zero-padded to ``spec.max_seconds`` first (Hann window of
+    ``n_fft`` samples, hop ``hop_length`` samples, Slaney mel scale from 0 Hz to Nyquist)."""
+    from transformers.audio_utils import spectrogram, window_function
+
+    _check_target(spec.sample_rate)
+    n = _num_samples(spec)
+    x = np.asarray(waveform, dtype=np.float32).reshape(-1)[:n]
+    if x.size < n:
+        x = np.pad(x, (0, n - x.size))
+    features = spectrogram(
+        x,
+        window_function(spec.n_fft, "hann"),
+        frame_length=spec.n_fft,
+        hop_length=spec.hop_length,
+        power=2.0,
+        mel_filters=_mel_filters(spec.n_fft, spec.n_mels, spec.sample_rate),
+        mel_floor=LOG_FLOOR,
+        log_mel="log10",
+    )
+    return torch.from_numpy(np.ascontiguousarray(features[:, : audio_frames(spec)], dtype=np.float32))
+
+
+def write_wav(path: str | Path, waveform: np.ndarray, sample_rate: int) -> Path:
+    """Write ``waveform`` (``[n]`` mono or ``[n, channels]``, floats in [-1, 1], clipped) as a
+    16-bit PCM WAV at ``sample_rate`` Hz."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.clip(np.asarray(waveform, dtype=np.float32), -1.0, 1.0)
+    sf.write(str(path), data, int(sample_rate), subtype="PCM_16", format="WAV")
+    return path
+
+
+class AudioModality:
+    """Audio files read with soundfile, as log-mel spectrograms."""
+
+    name = "audio"
+    extensions = EXTENSIONS
+
+    def load(self, item: str | Path, spec: AudioSpec) -> torch.Tensor:
+        """An audio file -> float32 ``[n_mels, frames]``."""
+        return log_mel(load_waveform(item, spec.sample_rate), spec)
+
+    def collate(self, items: list[torch.Tensor], spec: Any = None) -> dict[str, torch.Tensor]:
+        """Stack ``[n_mels, frames]`` samples into ``{"input_features": [B, n_mels, frames]}``."""
+        if not items:
+            raise ValueError("cannot collate an empty list of audio clips")
+        return {"input_features": torch.stack(items)}
+
+
+MODALITIES.register("audio", AudioModality())

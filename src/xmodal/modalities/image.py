@@ -1,0 +1,123 @@
+"""Images (Pillow): decode, convert to RGB, resize the shorter side, centre crop, normalise.
+
+``load(path, spec)`` gives one ``[3, size, size]`` float tensor; ``collate`` stacks them into
+``{"pixel_values": [B, 3, size, size]}``. :func:`preprocess_image` does the same for an in-memory
+``PIL.Image`` (video frames, generated images).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from xmodal.errors import ConfigError, DataError
+from xmodal.modalities.base import MODALITIES, ImageSpec
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+BACKGROUND = (255, 255, 255)  # transparent pixels are composited over white
+
+
+def resample_filter(name: str) -> Image.Resampling:
+    """The Pillow filter called ``name`` ("bicubic", "bilinear", "nearest", "lanczos", ...)."""
+    try:
+        return Image.Resampling[name.upper()]
+    except KeyError:
+        known = ", ".join(r.name.lower() for r in Image.Resampling)
+        raise ConfigError(f"unknown resample filter {name!r}; known: {known}") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as 8-bit RGB: grey and palette expanded, alpha composited over white, 16-bit and
+    float greys rescaled to 0..255."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        peak = arr.max(initial=0.0)
+        top = 1.0 if img.mode == "F" and peak <= 1.0 else (255.0 if peak <= 255 else 65535.0)
+        grey = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        back = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        return Image.alpha_composite(back, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def resize_crop(img: Image.Image, size: int, resample: str = "bicubic") -> Image.Image:
+    """Resize so the shorter side is ``size`` pixels (aspect kept), then centre crop ``size x size``."""
+    w, h = img.size
+    scale = size / min(w, h)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), resample_filter(resample))
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def preprocess_image(img: Image.Image, spec: ImageSpec) -> torch.Tensor:
+    """One ``PIL.Image`` (any mode) -> float32 ``[3, spec.size, spec.size]``, normalised with
+    ``spec.mean`` / ``spec.std`` after scaling pixels to [0, 1]."""
+    if spec.size < 1:
+        raise ConfigError(f"image size must be positive, got {spec.size}")
+    img = resize_crop(to_rgb(img), spec.size, spec.resample)
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(3, 1, 1)
+    return ((x - mean) / std).contiguous()
+
+
+def check_file(path: str | Path) -> Path:
+    """``path`` as a Path; a DataError if it does not exist or is not a file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "no such file")
+    if not path.is_file():
+        raise DataError(path, "not a file")
+    return path
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Decode the image file ``path`` fully (EXIF orientation applied); a DataError if unreadable."""
+    path = check_file(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return ImageOps.exif_transpose(img)
+    except UnidentifiedImageError:
+        raise DataError(path, "unreadable image (not a known image format or corrupt)") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(path, f"image too large ({exc})") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise DataError(path, f"corrupt or truncated image ({_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class ImageModality:
+    """Still images read with Pillow."""
+
+    name = "image"
+    extensions = EXTENSIONS
+
+    def load(self, item: str | Path | Image.Image, spec: ImageSpec) -> torch.Tensor:
+        """A file path (or an in-memory image) -> ``[3, size, size]``."""
+        img = item if isinstance(item, Image.Image) else read_image(item)
+        return preprocess_image(img, spec)
+
+    def collate(self, items: list[torch.Tensor], spec: Any = None) -> dict[str, torch.Tensor]:
+        """Stack ``[3, H, W]`` samples into ``{"pixel_values": [B, 3, H, W]}``."""
+        if not items:
+            raise ValueError("cannot collate an empty list of images")
+        return {"pixel_values": torch.stack(items)}
+
+
+MODALITIES.register("image", ImageModality())

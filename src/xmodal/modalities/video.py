@@ -1,0 +1,171 @@
+"""Videos (PyAV): decode a container, sample frames, preprocess each frame like an image.
+
+``load(path, spec)`` gives ``[T, 3, H, W]`` with ``T = spec.num_frames``; ``collate`` stacks them
+into ``{"pixel_values": [B, T, 3, H, W]}``. :func:`write_video` writes an H.264 MP4 (used by the
+synthetic world generator and the tests); :func:`read_frames` decodes every frame in order.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import av
+import numpy as np
+import torch
+from PIL import Image
+
+from xmodal.errors import ConfigError, DataError
+from xmodal.modalities.base import MODALITIES, VideoSpec
+from xmodal.modalities.image import check_file, preprocess_image
+
+EXTENSIONS = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".m4v")
+SAMPLINGS = ("uniform", "segment")
+_DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError, RuntimeError)
+
+
+def _problem(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _open(path: Path) -> Any:
+    """Open ``path`` as a container with at least one video stream (a DataError otherwise)."""
+    try:
+        container = av.open(str(path))
+    except _DECODE_ERRORS as exc:
+        raise DataError(path, f"unreadable or corrupt video ({_problem(exc)})") from None
+    if not container.streams.video:
+        container.close()
+        raise DataError(path, "no video stream in the file")
+    return container
+
+
+def _count_packets(path: Path) -> int:
+    """Number of non-empty video packets (one per frame for the usual codecs); no decoding."""
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        try:
+            return sum(1 for p in container.demux(stream) if p.size)
+        except _DECODE_ERRORS as exc:
+            raise DataError(path, f"corrupt video ({_problem(exc)})") from None
+
+
+def _decode(path: Path, keep: Callable[[int], bool]) -> tuple[dict[int, Image.Image], int]:
+    """Decode the first video stream in presentation order; returns the RGB images of the frame
+    indices ``keep`` accepts and the number of frames decoded in total."""
+    kept: dict[int, Image.Image] = {}
+    n = 0
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for frame in container.decode(stream):
+                if keep(n):
+                    kept[n] = frame.to_image()
+                n += 1
+        except _DECODE_ERRORS as exc:
+            if n == 0:
+                raise DataError(path, f"corrupt video, no frame decodes ({_problem(exc)})") from None
+            # a damaged tail: keep the frames decoded before it
+    if n == 0:
+        raise DataError(path, "video stream has no decodable frames")
+    return kept, n
+
+
+def read_frames(path: str | Path) -> list[Image.Image]:
+    """Every frame of the first video stream of ``path``, in order, as RGB ``PIL.Image``s."""
+    path = check_file(path)
+    kept, n = _decode(path, lambda i: True)
+    return [kept[i] for i in range(n)]
+
+
+def sample_indices(
+    n: int, num_frames: int, sampling: str = "uniform", train: bool = False, generator: torch.Generator | None = None
+) -> list[int]:
+    """Frame indices (ascending, in ``[0, n)``) to keep from a clip of ``n`` frames.
+
+    ``uniform``: ``num_frames`` indices evenly spread over ``[0, n-1]`` (rounded). ``segment``: the
+    clip is cut into ``num_frames`` equal segments and the middle frame of each is kept, or a random
+    frame of each when ``train`` (drawn from ``generator``, torch's global RNG if None). Clips with
+    fewer than ``num_frames`` frames are repeat-padded by uniform sampling (indices repeat)."""
+    if n < 1:
+        raise ValueError(f"a clip needs at least one frame, got {n}")
+    if num_frames < 1:
+        raise ConfigError(f"num_frames must be positive, got {num_frames}")
+    if sampling not in SAMPLINGS:
+        raise ConfigError(f"unknown frame sampling {sampling!r}; known: {', '.join(SAMPLINGS)}")
+    if sampling == "uniform" or n < num_frames:
+        return [int(i) for i in np.linspace(0, n - 1, num_frames).round()]
+    bounds = [j * n // num_frames for j in range(num_frames + 1)]  # every segment holds >= 1 frame
+    segments = list(zip(bounds[:-1], bounds[1:], strict=True))
+    if not train:
+        return [start + (end - start) // 2 for start, end in segments]
+    return [int(torch.randint(start, end, (1,), generator=generator)) for start, end in segments]
+
+
+def load_clip(path: str | Path, spec: VideoSpec, generator: torch.Generator | None = None) -> list[Image.Image]:
+    """The ``spec.num_frames`` sampled frames of ``path`` as RGB images, in clip order."""
+    path = check_file(path)
+    n = _count_packets(path)
+    if n > 0:
+        wanted = sample_indices(n, spec.num_frames, spec.sampling, spec.train, generator)
+        need = set(wanted)
+        kept, decoded = _decode(path, need.__contains__)
+        if decoded == n:
+            return [kept[i] for i in wanted]
+    # packets and frames disagree (unusual codec or a damaged file): decode everything, then sample
+    kept, decoded = _decode(path, lambda i: True)
+    wanted = sample_indices(decoded, spec.num_frames, spec.sampling, spec.train, generator)
+    return [kept[i] for i in wanted]
+
+
+def _even_pad(frame: np.ndarray) -> np.ndarray:
+    """Pad an ``H x W x 3`` frame by repeating its last row/column so both sides are even."""
+    h, w = frame.shape[:2]
+    return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge") if h % 2 or w % 2 else frame
+
+
+def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: float = 8, crf: int = 18) -> Path:
+    """Write ``frames`` (each ``H x W x 3`` uint8 RGB, all the same size) as an H.264 MP4
+    (libx264, yuv420p) at ``fps`` frames per second; odd sides are edge-padded to even."""
+    if not frames:
+        raise ValueError("write_video needs at least one frame")
+    arrays = [np.ascontiguousarray(_even_pad(np.asarray(f))) for f in frames]
+    shape = arrays[0].shape
+    for k, a in enumerate(arrays):
+        if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3 or a.shape != shape:
+            raise ValueError(f"frame {k}: expected uint8 H x W x 3 like frame 0 {shape}, got {a.dtype} {a.shape}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height = shape[1], shape[0]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf)}
+        for a in arrays:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(a, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+class VideoModality:
+    """Video clips read with PyAV; frames are sampled per ``VideoSpec`` and preprocessed as images."""
+
+    name = "video"
+    extensions = EXTENSIONS
+
+    def load(self, item: str | Path, spec: VideoSpec, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A video file -> float32 ``[num_frames, 3, size, size]``."""
+        frames = load_clip(item, spec, generator)
+        return torch.stack([preprocess_image(f, spec.image) for f in frames])
+
+    def collate(self, items: list[torch.Tensor], spec: Any = None) -> dict[str, torch.Tensor]:
+        """Stack ``[T, 3, H, W]`` clips into ``{"pixel_values": [B, T, 3, H, W]}``."""
+        if not items:
+            raise ValueError("cannot collate an empty list of videos")
+        return {"pixel_values": torch.stack(items)}
+
+
+MODALITIES.register("video", VideoModality())

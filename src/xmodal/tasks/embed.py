@@ -1,0 +1,79 @@
+"""Embed many files (or strings) of one modality with a model's matching tower."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from xmodal.engine.cache import to_device
+from xmodal.errors import DataError
+from xmodal.modalities import MODALITIES
+
+
+@dataclass
+class Embedded:
+    vectors: torch.Tensor  # [N_kept, D] L2-normalised embeddings
+    kept: list[int]  # indices of the input items that were embedded
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, problem) of skipped items
+
+
+class _Items(Dataset):
+    def __init__(self, items: Sequence[Any], modality: str, spec: Any, root: Path | None) -> None:
+        self.items, self.modality, self.spec, self.root = items, MODALITIES.get(modality), spec, root
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[int, Any, DataError | None]:
+        item = self.items[i]
+        if self.modality.name != "text":
+            item = Path(item) if self.root is None or Path(item).is_absolute() else self.root / item
+        try:
+            return i, self.modality.load(item, self.spec), None
+        except DataError as exc:
+            return i, None, exc
+
+
+def embed(
+    model: Any,
+    modality: str,
+    items: Sequence[Any],
+    root: str | Path | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    on_error: str = "raise",
+    progress: bool = True,
+) -> Embedded:
+    """Embed ``items`` (file paths, relative to ``root``; strings for text) of ``modality``.
+
+    ``on_error="raise"`` stops at the first bad file with a DataError naming it; ``"skip"`` counts and
+    lists bad files in ``Embedded.skipped`` and goes on."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error {on_error!r} is not 'raise' or 'skip'")
+    spec = model.spec(modality)
+    data = _Items(items, modality, spec, Path(root) if root is not None else None)
+    loader = DataLoader(data, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
+    device = next(model.parameters()).device
+    vectors, kept, skipped = [], [], []
+    model.eval()
+    with torch.no_grad():
+        for chunk in tqdm(loader, desc=f"embedding {modality}", disable=not progress, leave=False):
+            good = []
+            for i, sample, error in chunk:
+                if error is None:
+                    good.append((i, sample))
+                elif on_error == "raise":
+                    raise error
+                else:
+                    skipped.append((error.source, error.problem))
+            if good:
+                batch = to_device(data.modality.collate([s for _, s in good], spec), device)
+                vectors.append(model.encode(modality, batch).float().cpu())
+                kept.extend(i for i, _ in good)
+    dim = model.embed_dim
+    return Embedded(torch.cat(vectors) if vectors else torch.empty(0, dim), kept, skipped)

