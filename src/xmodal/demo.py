@@ -16,6 +16,7 @@ import torch
 
 from xmodal.align.train import AlignConfig, align
 from xmodal.backbones.lit import LiTConfig
+from xmodal.backbones.vision import VisionConfig
 from xmodal.config import to_dict
 from xmodal.data.manifest import read_manifest
 from xmodal.data.world import WorldConfig, class_names, generate_world, held_out_combos, world_paths
@@ -29,9 +30,9 @@ from xmodal.tasks.zeroshot import build_zero_shot_classifier, zeroshot
 class DemoConfig:
     out: str = "xmodal-demo"  # report folder (the world is cached in out/world)
     world: WorldConfig = field(default_factory=WorldConfig)  # the built-in data
-    model: LiTConfig = field(default_factory=LiTConfig)  # locked MiniLM + trainable ConvNet
+    model: LiTConfig = field(default_factory=lambda: LiTConfig(vision=VisionConfig(width=32)))  # MiniLM + ConvNet
     align: AlignConfig = field(default_factory=lambda: AlignConfig(
-        batch_size=128, fit=FitConfig(epochs=8, lr=2e-3, monitor="val_top1")))  # contrastive training
+        batch_size=128, fit=FitConfig(epochs=12, lr=2e-3, monitor="val_top1")))  # contrastive training
     threads: int = 0  # torch CPU threads; 0 = torch's default
     progress: bool = True  # progress bars
 
@@ -42,6 +43,11 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, A
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if not cfg.progress:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        cfg.align.fit.progress = False
     start = time.perf_counter()
     out = Path(cfg.out)
     say(f"[1/5] Building the built-in world in {out / 'world'} (cached after the first run)")

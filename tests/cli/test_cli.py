@@ -47,3 +47,39 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     rc = main(["zeroshot", "--model", str(tmp_path / "nope"), "--data", str(bad)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("xmodal zeroshot: error:") and len(err.splitlines()) == 1
+
+
+TINY_WORLD = {"colours": ["red", "green", "blue"], "shapes": ["circle", "square", "triangle"], "image_size": 32,
+              "images_train": 4, "images_val": 1, "images_test": 2, "video_frames": 8, "video_size": 32,
+              "clips_train": 1, "clips_val": 1, "clips_test": 1, "audio_sample_rate": 8000}
+
+
+def test_demo_writes_a_report_with_every_evaluation(tiny_text_dir, tmp_path, capsys):
+    import yaml
+
+    cfg = {"world": TINY_WORLD, "model": {"text_model": str(tiny_text_dir), "vision": {"width": 8, "depth": 2}},
+           "align": {"batch_size": 16, "fit": {"epochs": 2}}}
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--no-progress", "--config", str(tmp_path / "demo.yaml")]) == 0
+    printed = capsys.readouterr().out
+    assert "[5/5]" in printed and "generalized zero-shot" in printed
+    res = json.loads((out / "report" / "results.json").read_text())
+    assert [r["items"] for r in res["summary"]] == [12, 6, 6, 8]  # 6 seen x 2, 3 held out x 2, 8 test clips
+    assert res["held_out_classes"] == ["red circle", "green square", "blue triangle"]
+    assert len(res["training"]["epochs"]) == 2
+    for png in ("training.png", "per_class.png", "confusion_gzsl.png", "confusion_seen.png"):
+        assert (out / "report" / png).stat().st_size > 1000
+    assert "![" in (out / "report" / "report.md").read_text()
+
+
+def test_world_preview_from_the_command_line(tmp_path, capsys):
+    import yaml
+
+    (tmp_path / "w.yaml").write_text(yaml.safe_dump(TINY_WORLD))
+    assert main(["world", "--out", str(tmp_path / "w"), "--preview", "--config", str(tmp_path / "w.yaml")]) == 0
+    for name in ("images.csv", "videos.csv", "world.json"):
+        assert (tmp_path / "w" / name).is_file()
+    pngs = list((tmp_path / "w").rglob("contact_sheet.png"))
+    gifs = list((tmp_path / "w").rglob("*.gif"))
+    assert pngs and gifs and pngs[0].stat().st_size > 1000

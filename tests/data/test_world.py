@@ -116,7 +116,8 @@ def test_config_round_trip_and_bad_values():
 def test_default_config_holds_out_a_latin_square_diagonal():
     cfg = WorldConfig()
     held = held_out_combos(cfg)
-    assert len(held) == 6 and len(class_names(cfg)) == 30
+    assert len(held) == 6 and len(class_names(cfg)) == 36
+    assert len({c for c, _ in held}) == 6 and len({s for _, s in held}) == 6  # each held out exactly once
     seen = [(c, s) for c in cfg.colours for s in cfg.shapes if (c, s) not in held]
     assert {c for c, _ in seen} == set(cfg.colours) and {s for _, s in seen} == set(cfg.shapes)
     assert held_out_combos(WorldConfig(hold_out=False)) == []

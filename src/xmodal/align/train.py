@@ -106,7 +106,7 @@ def align(
     for m, col in zip(cfg.modalities, cfg.columns):
         if caches[m] is not None:
             values = [r[col] for r in list(rows) + list(val_rows or [])]
-            caches[m].fill(values, desc=f"caching frozen {m}")
+            caches[m].fill(values, desc=f"caching frozen {m}", progress=cfg.fit.progress)
     live = {m: col for m, col in zip(cfg.modalities, cfg.columns) if caches[m] is None}
     specs = {m: model.spec(m) for m in live}
     data = MediaDataset(list(rows), live, specs, root=root, label_column=cfg.label_column or None, on_error=cfg.on_error)
@@ -123,7 +123,10 @@ def align(
         tower = model.tower(m)
         return tower.head(feats) if frozen_part(tower) == "trunk" else feats
 
+    skipped: dict[tuple[str, str], None] = {}  # from batches, so worker processes' skips count too
+
     def step(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        skipped.update(dict.fromkeys(batch.get("skipped", [])))
         a, b = (encode(m, col, batch) for m, col in zip(cfg.modalities, cfg.columns))
         labels = batch.get("labels") if cfg.label_column else None
         return {"loss": loss_fn(a, b, model.logit_scale, model.logit_bias, labels=labels)}
@@ -133,7 +136,7 @@ def align(
     if out is not None:
         model.save_pretrained(Path(out) / "model")
     cached = {m: c.computed for m, c in caches.items() if c is not None}
-    return AlignResult(model=model, history=history, cached=cached, skipped=list(data.skipped))
+    return AlignResult(model=model, history=history, cached=cached, skipped=list(dict.fromkeys([*skipped, *data.skipped])))
 
 
 def _init_logits(model: Any, cfg: AlignConfig) -> None:

@@ -131,7 +131,10 @@ class XModel(nn.Module):
             cfg = from_dict(backbone.config_cls, meta["config"])
         except ConfigError as exc:
             raise CheckpointError(f"{path / CONFIG_FILE}: config does not match the code ({exc})") from None
-        model = backbone.build(cfg, assets=path / "assets")
+        try:
+            model = backbone.build(cfg, assets=path / "assets")
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: cannot rebuild the {meta['backbone']} model ({exc})") from None
         load_weights(model, path / WEIGHTS_FILE)
         return model
 
@@ -157,6 +160,8 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{file}: format_version {meta.get('format_version')} is not {FORMAT_VERSION}")
     if meta.get("backbone") not in BACKBONES:
         raise CheckpointError(f"{file}: unknown backbone {meta.get('backbone')!r}; known: {BACKBONES.names()}")
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{file}: 'config' is missing or not an object")
     return meta
 
 
@@ -180,6 +185,7 @@ def load_weights(model: nn.Module, file: Path, strict: bool = True) -> None:
         )
 
 
+@runtime_checkable
 class Backbone(Protocol):
     """A registered backbone: a config dataclass, a builder and an asset writer."""
 

@@ -227,11 +227,11 @@ class MediaDataset(Dataset):
         """Batch of the non-None samples: ``{modality: tower batch dict, "labels": [str] (when a
         label column is set), "index": LongTensor [B], "skipped": [(source, problem)] recorded since
         the previous batch in this process}``; None if every sample was skipped."""
+        good = [s for s in samples if s is not None]
+        if not good:  # its skips are handed out with the next batch of this process
+            return None
         fresh = self.skipped[self._reported :]
         self._reported = len(self.skipped)
-        good = [s for s in samples if s is not None]
-        if not good:
-            return None
         batch: dict[str, Any] = {}
         for m in self.columns:
             batch[m] = MODALITIES.get(m).collate([s[m] for s in good], self.specs[m])

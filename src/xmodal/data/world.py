@@ -70,11 +70,11 @@ class WorldConfig:
     seed: int = 0  # random seed: the same seed gives byte-identical files
     image_size: int = 64  # side of the square images, pixels
     colours: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")  # object colours
-    shapes: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")  # object shapes
+    shapes: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "heart")  # object shapes
     sizes: tuple[str, ...] = ("small", "large")  # object sizes in images (small / medium / large)
     positions: tuple[str, ...] = ("left", "right", "top", "bottom", "centre")  # object places in images
     hold_out: bool = True  # hold combos (i, j) with (i - j) % len(shapes) == 0 out of train/val
-    images_train: int = 40  # train images per seen colour-shape combination
+    images_train: int = 100  # train images per seen colour-shape combination
     images_val: int = 5  # val images per seen combination
     images_test: int = 10  # test images per combination (test_seen; test_unseen for held-out ones)
     video_frames: int = 16  # frames per clip

@@ -25,6 +25,7 @@ SHAPE_HARMONICS: dict[str, tuple[float, ...]] = {
     "triangle": (1.0, 0.0, 0.11, 0.0, 0.04),  # soft odd harmonics
     "star": (1.0, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3),  # bright and buzzy (all harmonics)
     "cross": (1.0, 0.8, 0.0, 0.6, 0.0, 0.0, 0.0, 0.4),  # octaves only (organ-like)
+    "heart": (1.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.3),  # soft, with a high glint
     "pentagon": (1.0, 0.0, 0.0, 0.0, 0.7, 0.0, 0.0, 0.0, 0.5),  # bell-like fifth partials
     "hexagon": (1.0, 0.5, 0.0, 0.0, 0.0, 0.5),
 }

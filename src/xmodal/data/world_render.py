@@ -25,7 +25,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "purple": (135, 50, 185), "orange": (245, 125, 10), "pink": (240, 90, 180), "cyan": (0, 180, 200),
     "brown": (125, 75, 30), "black": (25, 25, 25), "white": (252, 252, 252), "grey": (120, 120, 120),
 }
-SHAPES = ("circle", "square", "triangle", "star", "cross", "pentagon", "hexagon")
+SHAPES = ("circle", "square", "triangle", "star", "cross", "heart", "pentagon", "hexagon")
 SIZES = {"small": 0.15, "medium": 0.21, "large": 0.27}  # object radius as a fraction of the image side
 POSITIONS = {"left": (0.3, 0.5), "right": (0.7, 0.5), "top": (0.5, 0.3), "bottom": (0.5, 0.7),
              "centre": (0.5, 0.5)}  # object centre as fractions of the image side (x, y down)
@@ -53,6 +53,12 @@ def shape_polygon(shape: str, cx: float, cy: float, r: float, theta: float) -> l
         radial = [(math.hypot(x, y) / top, math.atan2(y, x)) for x, y in pts]
     elif shape == "star":
         radial = [(1.0 if k % 2 == 0 else 0.45, -math.pi / 2 + k * math.pi / 5) for k in range(10)]
+    elif shape == "heart":  # the classic parametric heart, lobes up, tip pointing down (y grows down)
+        ts = [2 * math.pi * k / 36 for k in range(36)]
+        pts = [(16 * math.sin(t) ** 3, -(13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t)
+                                         - math.cos(4 * t)) + 2.5) for t in ts]
+        top = max(math.hypot(x, y) for x, y in pts)
+        radial = [(math.hypot(x, y) / top, math.atan2(y, x)) for x, y in pts]
     else:
         n = {"triangle": 3, "square": 4, "pentagon": 5, "hexagon": 6}[shape]
         start = -math.pi / 2 + (math.pi / 4 if shape == "square" else 0.0)

@@ -40,11 +40,12 @@ class FeatureCache:
         return key in self._store
 
     @torch.no_grad()
-    def fill(self, items: Sequence[Any], keys: Sequence[Hashable] | None = None, desc: str = "caching") -> None:
+    def fill(self, items: Sequence[Any], keys: Sequence[Hashable] | None = None, desc: str = "caching",
+             progress: bool = True) -> None:
         """Compute features of the ``items`` whose keys are not cached yet."""
         keys = list(items) if keys is None else list(keys)
         todo = [(k, it) for k, it in dict(zip(keys, items)).items() if k not in self._store]
-        for start in tqdm(range(0, len(todo), self.batch_size), desc=desc, disable=len(todo) <= self.batch_size, leave=False):
+        for start in tqdm(range(0, len(todo), self.batch_size), desc=desc, disable=not progress or len(todo) <= self.batch_size, leave=False):
             chunk = todo[start : start + self.batch_size]
             batch = to_device(self.collate([self.load(it) for _, it in chunk]), self.device)
             feats = self.fn(batch).float().cpu()

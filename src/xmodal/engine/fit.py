@@ -34,6 +34,7 @@ class FitConfig:
     monitor: str = ""  # metric from evaluate() that early stopping watches (higher is better)
     amp: bool = True  # bf16 autocast when training on CUDA (ignored on CPU)
     progress: bool = True  # tqdm progress bars
+    verbose: bool = True  # print one summary line per epoch (loss, validation metrics, seconds)
 
 
 @dataclass
@@ -86,6 +87,8 @@ def fit(
     if ckpt is not None and (ckpt / "state.json").exists():
         state = load_train_state(ckpt, model, optimizer, scheduler)
     log = Path(out) / "log.jsonl" if out else None
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
     history = state.history
     for epoch in range(state.epoch, cfg.epochs):
         if on_epoch_start:
@@ -95,6 +98,8 @@ def fit(
         if evaluate is not None:
             record.update(evaluate())
         history.epochs.append(record)
+        if cfg.verbose:
+            tqdm.write(_summary(record, cfg.epochs))
         stop = _update_best(history, record, cfg)
         if log is not None:
             with log.open("a") as fh:
@@ -105,6 +110,15 @@ def fit(
             history.stopped_early = True
             break
     return history
+
+
+def _summary(record: dict[str, float], epochs: int) -> str:
+    parts = [f"epoch {int(record['epoch'])}/{epochs}"]
+    for key, value in record.items():
+        if key == "epoch":
+            continue
+        parts.append(f"{key} {value:.1f}s" if key.endswith("seconds") else f"{key} {value:.4g}")
+    return "  ".join(parts)
 
 
 def _update_best(history: History, record: dict[str, float], cfg: FitConfig) -> bool:

@@ -19,15 +19,17 @@ def _plt():
 
 def plot_confusion(cm: np.ndarray, classnames: Sequence[str], path: str | Path, title: str = "",
                    highlight: Sequence[str] = ()) -> Path:
-    """Row-normalised confusion matrix; class names in ``highlight`` are drawn in red."""
+    """Row-normalised confusion matrix; class names in ``highlight`` are drawn in red. Rows of
+    classes with no test items are left out (columns keep every class that can be predicted)."""
     plt = _plt()
+    cm = np.asarray(cm)
+    rows = [i for i in range(len(classnames)) if cm[i].sum() > 0] or list(range(len(classnames)))
     n = len(classnames)
-    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    size = max(5.0, 0.32 * n + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    norm = cm[rows] / np.maximum(cm[rows].sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.32 * n + 2) + 1, max(3.0, 0.32 * len(rows) + 2)))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(n), classnames, rotation=90, fontsize=7)
-    ax.set_yticks(range(n), classnames, fontsize=7)
+    ax.set_yticks(range(len(rows)), [classnames[i] for i in rows], fontsize=7)
     for label in list(ax.get_xticklabels()) + list(ax.get_yticklabels()):
         if label.get_text() in set(highlight):
             label.set_color("crimson")
@@ -52,7 +54,7 @@ def plot_history(epochs: Sequence[dict[str, float]], path: str | Path, metrics: 
     ax2 = ax.twinx()
     for m in metrics:
         if all(m in e for e in epochs):
-            ax2.plot(x, [e[m] for e in epochs], "s--", label=m)
+            ax2.plot(x, [e[m] for e in epochs], "s--", color=f"C{1 + list(metrics).index(m)}", label=m)
     ax2.set_ylim(0, 1.02)
     ax2.set_ylabel("validation")
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]

@@ -1,0 +1,76 @@
+"""Every registered backbone honours the contract: built from its config dataclass, each tower maps its
+modality's collated batch to L2-normalised ``[B, D]`` embeddings in one shared space, and
+``save_pretrained`` -> ``xmodal.load`` reproduces them. A new backbone must add a tiny builder to
+``TINY`` below, or ``test_every_backbone_has_a_tiny_builder`` fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import xmodal
+from xmodal.backbones.base import BACKBONES, Backbone, XModel
+from xmodal.modalities import MODALITIES
+from xmodal.modalities.video import write_video
+
+
+def _lit(folders: dict[str, Path]) -> XModel:
+    return xmodal.load("lit", text_model=str(folders["text"]), vision={"width": 8, "depth": 2, "image_size": 16})
+
+
+def _hf_clip(folders: dict[str, Path]) -> XModel:
+    return xmodal.load(str(folders["siglip"]))
+
+
+TINY: dict[str, Callable[[dict[str, Path]], XModel]] = {"lit": _lit, "hf_clip": _hf_clip}
+
+
+def _items(modality: str, tmp: Path) -> list[Any]:
+    rng = np.random.default_rng(0)
+    if modality == "text":
+        return ["a photo of a cat", "a dog"]
+    if modality == "image":
+        paths = [tmp / f"{k}.png" for k in range(2)]
+        for p in paths:
+            Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(p)
+        return paths
+    if modality == "video":
+        paths = [tmp / f"{k}.mp4" for k in range(2)]
+        for p in paths:
+            write_video(p, [rng.integers(0, 255, (16, 16, 3), dtype=np.uint8) for _ in range(6)], fps=6)
+        return paths
+    raise AssertionError(f"no contract sample for modality {modality!r}: add one to _items")
+
+
+def test_every_backbone_has_a_tiny_builder() -> None:
+    assert set(BACKBONES.names()) == set(TINY)
+
+
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_backbone_contract(name: str, tmp_path: Path, tiny_text_dir: Path, hf_folders: dict[str, Path]) -> None:
+    backbone = BACKBONES.get(name)
+    assert isinstance(backbone, Backbone)
+    torch.manual_seed(0)
+    model = TINY[name]({"text": tiny_text_dir, **hf_folders}).eval()
+    assert isinstance(model, XModel) and model.backbone == name
+    assert {"image", "text", "video"} <= set(model.modalities)
+    embeddings = {}
+    with torch.no_grad():
+        for modality in model.modalities:
+            spec, mod = model.spec(modality), MODALITIES.get(modality)
+            batch = mod.collate([mod.load(i, spec) for i in _items(modality, tmp_path)], spec)
+            out = model.encode(modality, batch)
+            assert out.shape == (2, model.embed_dim), modality
+            assert torch.allclose(out.norm(dim=-1), torch.ones(2), atol=1e-5), modality
+            embeddings[modality] = (batch, out)
+    path = model.save_pretrained(tmp_path / "saved")
+    again = xmodal.load(path).eval()
+    assert again.modalities == model.modalities
+    with torch.no_grad():
+        for modality, (batch, out) in embeddings.items():
+            assert torch.allclose(again.encode(modality, batch), out, atol=1e-5), modality
