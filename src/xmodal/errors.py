@@ -21,8 +21,15 @@ class DataError(XmodalError):
         return (type(self), (self.source, self.problem))
 
 
-class ConfigError(XmodalError):
+class ConfigError(XmodalError, ValueError):
     """An unknown key, a wrong type or an impossible value in a configuration."""
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A name that no registry (backbone, modality, loss, strategy, fusion, ...) knows."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class CheckpointError(XmodalError):

@@ -32,12 +32,15 @@ class Registry(Generic[T]):
         return add if obj is None else add(obj)
 
     def get(self, name: str) -> T:
-        """The component registered as ``name``; a KeyError lists the known names."""
+        """The component registered as ``name``; an UnknownNameError (a KeyError and a ConfigError)
+        lists the known names."""
         try:
             return self._items[name]
         except KeyError:
+            from xmodal.errors import UnknownNameError
+
             known = ", ".join(sorted(self._items)) or "none"
-            raise KeyError(f"unknown {self.kind} {name!r}; known: {known}") from None
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {known}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from xmodal.engine.cache import to_device
-from xmodal.errors import DataError
+from xmodal.errors import ConfigError, DataError
 from xmodal.eval.metrics import confusion_matrix, per_class_accuracy, topk_accuracy
 from xmodal.tasks.embed import embed
 
@@ -35,10 +35,12 @@ def build_zero_shot_classifier(
 ) -> torch.Tensor:
     """``[C, D]`` class embeddings: the normalised mean of each name in every template."""
     if not classnames:
-        raise ValueError("zero-shot needs at least one class name")
+        raise ConfigError("zero-shot needs at least one class name")
+    if not templates:
+        raise ConfigError("zero-shot needs at least one prompt template")
     for t in templates:
         if "{}" not in t:
-            raise ValueError(f"prompt template {t!r} has no '{{}}' for the class name")
+            raise ConfigError(f"prompt template {t!r} has no '{{}}' for the class name")
     texts = [t.format(c) for c in classnames for t in templates]
     spec = model.spec("text")
     device = next(model.parameters()).device
@@ -116,7 +118,7 @@ def zeroshot(
     ``classnames`` defaults to the sorted set of ``labels``; a label outside ``classnames`` is an
     error naming the item. Unreadable files raise, or with ``on_error="skip"`` are counted and listed."""
     if len(items) != len(labels):
-        raise ValueError(f"{len(items)} items but {len(labels)} labels")
+        raise ConfigError(f"{len(items)} items but {len(labels)} labels")
     classnames = list(classnames) if classnames is not None else sorted(set(labels))
     known = set(classnames)
     for item, label in zip(items, labels):
