@@ -83,3 +83,13 @@ def test_world_preview_from_the_command_line(tmp_path, capsys):
     pngs = list((tmp_path / "w").rglob("contact_sheet.png"))
     gifs = list((tmp_path / "w").rglob("*.gif"))
     assert pngs and gifs and pngs[0].stat().st_size > 1000
+
+
+def test_missing_column_and_empty_split_are_one_line_errors(colour_manifest, tiny_text_dir, tmp_path, capsys):
+    model = _tiny_lit_dir(tiny_text_dir, tmp_path)
+    rc = main(["zeroshot", "--model", model, "--data", str(colour_manifest), "--label-column", "colour"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "no column 'colour'" in err and str(colour_manifest) in err and len(err.splitlines()) == 1
+    rc = main(["zeroshot", "--model", model, "--data", str(colour_manifest), "--split", "nope"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "no rows with split 'nope'" in err

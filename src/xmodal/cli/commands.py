@@ -89,10 +89,24 @@ def align_args(p: argparse.ArgumentParser) -> None:
 def _rows(source: str, split: str | None) -> tuple[list[dict[str, Any]], Path]:
     from xmodal.data.manifest import load_media_manifest
 
+    from xmodal.errors import DataError
+
     rows, root = load_media_manifest(source)
     if split is not None and rows and "split" in rows[0]:
         rows = [r for r in rows if r.get("split") == split]
+        if not rows:
+            raise DataError(source, f"no rows with split {split!r}")
     return rows, root
+
+
+def _column(rows: list[dict[str, Any]], name: str, source: str) -> list[Any]:
+    from xmodal.errors import DataError
+
+    if not rows:
+        raise DataError(source, "no rows")
+    if name not in rows[0]:
+        raise DataError(source, f"no column {name!r}; columns are {list(rows[0])}")
+    return [r[name] for r in rows]
 
 
 def align(args: argparse.Namespace) -> int:
@@ -148,8 +162,8 @@ def zeroshot(args: argparse.Namespace) -> int:
     rows, root = _rows(args.data, args.split)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     model = xmodal.load(args.model)
-    items = [r[args.column] for r in rows]
-    labels = [r[args.label_column] for r in rows]
+    items = _column(rows, args.column, args.data)
+    labels = _column(rows, args.label_column, args.data)
     res = run_zeroshot(model, items, labels, classes, tuple(args.template or DEFAULT_TEMPLATES),
                        modality=args.modality, root=root, on_error=args.on_error)
     print(text_table([{"items": len(res.targets), "classes": len(res.classnames), "top1": round(res.top1, 4),
