@@ -35,6 +35,7 @@ class DemoConfig:
         batch_size=128, fit=FitConfig(epochs=12, lr=2e-3, monitor="val_top1")))  # contrastive training
     threads: int = 0  # torch CPU threads; 0 = torch's default
     progress: bool = True  # progress bars
+    compare: bool = False  # also run a compact image-to-video transfer compare (fast strategies, ~2 more minutes)
 
 
 def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -74,6 +75,12 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, A
     say("")
     say(text_table(results["summary"]))
     say(f"\nReport: {files['report']}  (results.json, PNG plots beside it); model: {out / 'run' / 'model'}")
+    if cfg.compare:
+        from xmodal.transfer.compare import CompareConfig, compare
+
+        say("[extra] Image-to-video transfer: fast strategies side by side (xmodal compare --strategies fast)")
+        results["compare"] = compare(CompareConfig(out=str(out / "compare"), strategies=("fast",), world=cfg.world,
+                                                   progress=cfg.progress), say=say)["table"]
     return results
 
 

@@ -35,6 +35,8 @@ class FitConfig:
     amp: bool = True  # bf16 autocast when training on CUDA (ignored on CPU)
     progress: bool = True  # tqdm progress bars
     verbose: bool = True  # print one summary line per epoch (loss, validation metrics, seconds)
+    restore_best: bool = False  # at the end, put back the trainable weights of the best monitored epoch
+    max_minutes: float = 0.0  # stop after the epoch that takes training past this many minutes; 0 = no budget
 
 
 @dataclass
@@ -90,6 +92,7 @@ def fit(
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
     history = state.history
+    best_weights: dict[str, torch.Tensor] = {}
     for epoch in range(state.epoch, cfg.epochs):
         if on_epoch_start:
             on_epoch_start(epoch)
@@ -101,6 +104,10 @@ def fit(
         if cfg.verbose:
             tqdm.write(_summary(record, cfg.epochs))
         stop = _update_best(history, record, cfg)
+        if cfg.restore_best and history.best is record:
+            best_weights = {n: p.detach().clone() for n, p in named}
+        if cfg.max_minutes > 0 and history.train_seconds >= 60 * cfg.max_minutes:
+            stop = True
         if log is not None:
             with log.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
@@ -109,6 +116,10 @@ def fit(
         if stop:
             history.stopped_early = True
             break
+    if best_weights:
+        with torch.no_grad():
+            for n, p in named:
+                p.copy_(best_weights[n])
     return history
 
 

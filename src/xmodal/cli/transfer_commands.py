@@ -1,0 +1,107 @@
+"""``xmodal transfer`` and ``xmodal compare``: image-to-video transfer from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from xmodal.cli.commands import _build_config, _config_args
+
+
+# ---------------------------------------------------------------- transfer
+def transfer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strategy", required=True, help="strategy name: zero_shot, linear_probe, temporal_head, side_network, "
+                   "distill, full, partial, adapter, lora, prompt")
+    p.add_argument("--model", required=True, help="aligned checkpoint folder, or a CLIP/SigLIP hub name or folder")
+    p.add_argument("--data", required=True, help="video manifest (CSV/JSONL: path,label[,caption][,split]) or folder of class folders")
+    p.add_argument("--val", help="validation manifest (default: rows of --data whose split is 'val', else a per-class split)")
+    p.add_argument("--test", help="test manifest (default: rows of --data whose split is 'test', else a per-class split)")
+    p.add_argument("--out", required=True, help="run folder: model/ (strategy weights + pointer to the base), log, state")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="strategy option, e.g. --option rank=8 --option head.kind=conv (repeatable)")
+    p.add_argument("--on-error", choices=["raise", "skip"])
+    p.add_argument("--no-progress", action="store_true")
+    _config_args(p)
+
+
+def _splits(args: argparse.Namespace, label_column: str) -> tuple[dict[str, list[dict[str, Any]]], Path]:
+    from xmodal.data.manifest import load_media_manifest
+    from xmodal.transfer.train import split_rows
+
+    rows, root = load_media_manifest(args.data)
+    splits = split_rows(rows, label_column)
+    for name in ("val", "test"):
+        extra = getattr(args, name)
+        if extra:
+            splits[name] = load_media_manifest(extra)[0]
+            if name == "val" and not args.test and "split" not in rows[0]:
+                splits["train"] += splits["test"]
+    if not splits["train"]:
+        from xmodal.errors import DataError
+
+        raise DataError(args.data, "no training rows (split column has no 'train')")
+    return splits, root
+
+
+def transfer(args: argparse.Namespace) -> int:
+    import xmodal
+    from xmodal.config import apply_overrides
+    from xmodal.eval.report import text_table
+    from xmodal.transfer.train import TransferConfig
+    from xmodal.transfer.train import transfer as run_transfer
+
+    base: dict[str, Any] = {"strategy": args.strategy, "options": apply_overrides({}, args.option)}
+    if args.on_error:
+        base["on_error"] = args.on_error
+    fit = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None}
+    fit["progress"] = not args.no_progress
+    base["fit"] = fit
+    cfg = _build_config(TransferConfig, args, base)
+    splits, root = _splits(args, cfg.label_column)
+    model = xmodal.load(args.model)
+    pointer = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
+    res = run_transfer(model, splits["train"], cfg, splits["val"] or None, splits["test"] or None, root=root,
+                       out=args.out, base=pointer)
+    m = res.metrics
+    row = {k: m.get(k) for k in ("top1", "top5", "mean_class_accuracy", "trainable_params", "total_params",
+                                 "train_seconds", "peak_memory_mb", "throughput_clips_per_s", "flops_per_clip")}
+    print(text_table([{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}]))
+    if "retrieval" in m:
+        print("retrieval: " + json.dumps({k: round(v, 3) for k, v in m["retrieval"].items()}))
+    out = Path(args.out)
+    (out / "metrics.json").write_text(json.dumps({k: v for k, v in m.items() if k != "confusion"}, indent=2, default=float))
+    print(f"saved {out / 'model'} (strategy weights + pointer to {pointer}); metrics in {out / 'metrics.json'}")
+    return 0
+
+
+# ---------------------------------------------------------------- compare
+def compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strategies", default="all", help="comma-separated: 'all', 'fast', names or name:key=value variants "
+                   "separated by ';' (default: all)")
+    p.add_argument("--model", help="base model (default: align a LiT ViT on the built-in world first)")
+    p.add_argument("--data", help="video manifest or folder of class folders (default: the built-in world)")
+    p.add_argument("--out", default="xmodal-compare", help="output folder (default: ./xmodal-compare)")
+    p.add_argument("--epochs", type=int, help="training epochs of every strategy")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--progress", action="store_true", help="progress bars")
+    _config_args(p)
+
+
+def compare(args: argparse.Namespace) -> int:
+    from xmodal.transfer.compare import CompareConfig
+    from xmodal.transfer.compare import compare as run_compare
+
+    sep = ";" if ";" in args.strategies else ","
+    specs = [s.strip() for s in args.strategies.split(sep) if s.strip()]
+    base: dict[str, Any] = {"out": args.out, "strategies": specs, "progress": bool(args.progress)}
+    for key in ("model", "data", "threads"):
+        if getattr(args, key) is not None:
+            base[key] = getattr(args, key)
+    if args.epochs is not None:
+        base["transfer"] = {"fit": {"epochs": args.epochs}}
+    run_compare(_build_config(CompareConfig, args, base))
+    return 0

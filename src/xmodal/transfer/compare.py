@@ -1,0 +1,211 @@
+"""Run many strategies on the same base model and data, side by side (``xmodal compare``).
+
+Writes ``results.json``, ``report.md`` (one table row per strategy: accuracy, retrieval, trainable
+parameters and their ratio to ``full``, train time, peak memory, clips/s, FLOPs per clip) and two PNG
+plots of the efficiency frontier: accuracy vs trainable parameters and accuracy vs training time.
+
+Without a model and data it uses the built-in world: a LiT model with a small ViT vision tower is
+first aligned on the world's images (cached in ``out/base`` so re-runs skip it), then transferred to
+the 8 motion classes of its clips. Finished strategies are cached in ``out/runs/<name>`` too.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from xmodal.align.train import AlignConfig
+from xmodal.backbones.lit import LiTConfig
+from xmodal.backbones.vision import VisionConfig
+from xmodal.config import apply_overrides, to_dict
+from xmodal.data.world import WorldConfig
+from xmodal.engine.fit import FitConfig
+from xmodal.errors import ConfigError
+from xmodal.transfer.base import STRATEGIES
+from xmodal.transfer.train import TransferConfig, split_rows, transfer
+
+ALL: tuple[str, ...] = (
+    "zero_shot", "linear_probe", "temporal_head:head.kind=mean", "temporal_head:head.kind=attention",
+    "temporal_head:head.kind=transformer", "temporal_head:head.kind=conv", "side_network", "distill",
+    "full", "partial:mode=last_k", "partial:mode=bitfit", "adapter", "adapter:temporal=true", "lora", "prompt",
+)
+FAST: tuple[str, ...] = ("zero_shot", "linear_probe", "temporal_head", "side_network")
+
+
+@dataclass
+class CompareConfig:
+    out: str = "xmodal-compare"  # output folder (results.json, report.md, plots, runs/, base/)
+    strategies: tuple[str, ...] = ("all",)  # "all", "fast", names, or "name:key=value,key=value" variants
+    model: str = ""  # base model (checkpoint folder or CLIP/SigLIP name); "" = align a LiT ViT on the world
+    data: str = ""  # video manifest or folder of class folders; "" = the built-in world's clips
+    world: WorldConfig = field(default_factory=WorldConfig)  # the built-in world (when data is "")
+    base: LiTConfig = field(default_factory=lambda: LiTConfig(num_frames=8, vision=VisionConfig(
+        arch="vit", width=96, depth=4, patch_size=8, image_size=32, heads=4)))  # LiT aligned first (model "")
+    align: AlignConfig = field(default_factory=lambda: AlignConfig(
+        batch_size=128, fit=FitConfig(epochs=20, lr=2e-3, monitor="val_top1", progress=False)))  # alignment of that LiT base
+    transfer: TransferConfig = field(default_factory=TransferConfig)  # shared settings of every strategy run
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    progress: bool = False  # progress bars
+
+
+def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """``"adapter:temporal=true,bottleneck=4"`` -> (label, "adapter", {"temporal": True, "bottleneck": 4})."""
+    name, _, rest = spec.partition(":")
+    STRATEGIES.get(name)
+    options = apply_overrides({}, [kv for kv in rest.split(",") if kv]) if rest else {}
+    pairs = [kv.split("=", 1) for kv in rest.split(",") if kv]
+    label = name if not pairs else name + "[" + ",".join(k.split(".")[-1] + "=" + v for k, v in pairs) + "]"
+    return label, name, options
+
+
+def expand(strategies: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for s in strategies:
+        out.extend(ALL if s == "all" else FAST if s == "fast" else [s])
+    if not out:
+        raise ConfigError("compare: no strategies given")
+    return list(dict.fromkeys(out))
+
+
+def prepare(cfg: CompareConfig, say: Callable[[str], None]) -> tuple[str, dict[str, list[dict[str, Any]]], Path]:
+    """(base model reference, rows per split, data root): aligns the LiT base on the world if needed."""
+    import xmodal
+    from xmodal.data.manifest import load_media_manifest, read_manifest
+    from xmodal.data.world import generate_world, motion_names, world_paths
+
+    out = Path(cfg.out)
+    if cfg.data:
+        rows, root = load_media_manifest(cfg.data)
+    else:
+        say(f"world: generating / reusing {out / 'world'}")
+        root = generate_world(out / "world", cfg.world, progress=cfg.progress)
+        rows = read_manifest(world_paths(root)["videos"])
+        assert sorted({r["label"] for r in rows}) == sorted(motion_names())
+    if cfg.model:
+        return cfg.model, split_rows(rows, cfg.transfer.label_column), root
+    base = out / "base" / "model"
+    if not (base / "xmodal.json").is_file():
+        if cfg.data:
+            raise ConfigError("compare: with your own data, give --model (a CLIP/SigLIP name or an aligned checkpoint)")
+        say("base: aligning a LiT model (locked MiniLM + ViT from scratch) on the world's images")
+        from xmodal.align.train import align
+
+        images = read_manifest(world_paths(root)["images"])
+        model = xmodal.load("lit", **to_dict(cfg.base))
+        t0 = time.perf_counter()
+        res = align(model, [r for r in images if r["split"] == "train"], cfg.align,
+                    val_rows=[r for r in images if r["split"] == "val"], root=root, out=out / "base")
+        say(f"base: aligned in {time.perf_counter() - t0:.0f}s, val zero-shot top-1 {res.history.best.get('val_top1', float('nan')):.3f}")
+    return str(base.resolve()), split_rows(rows, cfg.transfer.label_column), root
+
+
+def run_one(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
+            say: Callable[[str], None]) -> dict[str, Any]:
+    """Transfer a fresh copy of the base with one strategy spec; cached in ``out/runs/<label>``."""
+    import dataclasses
+
+    import xmodal
+
+    label, name, options = parse_spec(spec)
+    run = Path(cfg.out) / "runs" / label
+    done = run / "metrics.json"
+    if done.is_file():
+        say(f"{label}: cached in {run}")
+        return json.loads(done.read_text())
+    tcfg = dataclasses.replace(cfg.transfer, strategy=name, options=options)
+    tcfg.fit = dataclasses.replace(tcfg.fit, progress=cfg.progress, verbose=False)
+    model = xmodal.load(base)
+    t0 = time.perf_counter()
+    res = transfer(model, splits["train"], tcfg, splits["val"] or None, splits["test"] or None, root=root, out=run, base=base)
+    metrics = {"label": label, "paper": STRATEGIES.get(name).paper, "options": options, **res.metrics,
+               "wall_seconds": time.perf_counter() - t0}
+    metrics.pop("confusion", None)
+    done.write_text(json.dumps(metrics, indent=2, default=float))
+    say(f"{label}: top-1 {metrics.get('top1', float('nan')):.3f}, {metrics['trainable_params']:,} trainable, "
+        f"{metrics['train_seconds']:.1f}s")
+    return metrics
+
+
+def table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One summary row per strategy (the Markdown / terminal table)."""
+    full = next((r["trainable_params"] for r in results if r["label"] == "full"), None)
+    rows = []
+    for r in results:
+        ret = r.get("retrieval", {})
+        rows.append({
+            "strategy": r["label"], "backbone": "frozen" if r["frozen_backbone"] else "tuned",
+            "top1": round(r.get("top1", float("nan")), 4), "top5": round(r.get("top5", float("nan")), 4),
+            "mean class acc": round(r.get("mean_class_accuracy", float("nan")), 4),
+            "v2t R@1": round(ret.get("v2t_R@1", float("nan")), 3), "t2v R@1": round(ret.get("t2v_R@1", float("nan")), 3),
+            "trainable": r["trainable_params"],
+            "% of full": round(100 * r["trainable_params"] / full, 2) if full else float("nan"),
+            "total": r["total_params"], "train s": round(r["train_seconds"], 1),
+            "s/epoch": round(r["seconds_per_epoch"], 3), "epochs": r["epochs"],
+            "peak MB": round(r["peak_memory_mb"], 1), "clips/s": round(r.get("throughput_clips_per_s", float("nan")), 1),
+            "MFLOPs/clip": round(r["flops_per_clip"] / 1e6, 2),
+        })
+    return rows
+
+
+def plot_frontier(rows: list[dict[str, Any]], x: str, path: Path, xlabel: str) -> Path:
+    """Top-1 against ``x`` (log scale), one labelled point per strategy, the Pareto frontier as a line."""
+    from xmodal.eval.plots import _plt
+
+    plt = _plt()
+    pts = sorted((max(float(r[x]), 1e-3 if x != "trainable" else 1.0), float(r["top1"]), r["strategy"]) for r in rows)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for xv, yv, name in pts:
+        ax.scatter(xv, yv, color="tab:blue" if "frozen" in str(next(r["backbone"] for r in rows if r["strategy"] == name)) else "tab:orange")
+        ax.annotate(name, (xv, yv), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    frontier, best = [], -1.0
+    for xv, yv, _ in pts:
+        if yv > best:
+            frontier.append((xv, yv))
+            best = yv
+    ax.plot(*zip(*frontier), "--", color="grey", label="frontier (best top-1 so far)")
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test top-1")
+    ax.set_title("blue: frozen backbone, orange: backbone tuned")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def compare(cfg: CompareConfig | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every strategy of ``cfg.strategies`` and write the report; returns the results."""
+    from xmodal.eval.report import markdown_table, text_table, write_report
+
+    cfg = cfg or CompareConfig()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    specs = expand(cfg.strategies)
+    for spec in specs:
+        parse_spec(spec)  # unknown names fail before any work
+    start = time.perf_counter()
+    base, splits, root = prepare(cfg, say)
+    results = [run_one(spec, base, splits, root, cfg, say) for spec in specs]
+    rows = table_rows(results)
+    out = Path(cfg.out) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    plots = [("Accuracy vs trainable parameters", plot_frontier(rows, "trainable", out / "accuracy_vs_params.png", "trainable parameters (log)")),
+             ("Accuracy vs training time", plot_frontier(rows, "train s", out / "accuracy_vs_time.png", "training wall time, s (log)"))]
+    wall = time.perf_counter() - start
+    summary = {"table": rows, "runs": results, "base": base, "wall_seconds": wall, "config": to_dict(cfg),
+               "splits": {k: len(v) for k, v in splits.items()}}
+    sections = [("Setup", f"Base model: `{base}`. Clips: {summary['splits']}. Wall time {wall:.0f}s."),
+                ("Results (test split)", markdown_table(rows)),
+                ("Strategies", "\n".join(f"- **{r['label']}**: {r['paper']}" for r in results))]
+    files = write_report(out, summary, "xmodal compare: image-to-video transfer strategies", sections, plots)
+    say("\n" + text_table(rows, ["strategy", "backbone", "top1", "mean class acc", "v2t R@1", "trainable", "% of full",
+                                 "train s", "s/epoch", "clips/s", "MFLOPs/clip"]))
+    say(f"\nwall time {wall:.0f}s; report: {files['report']}")
+    return summary
