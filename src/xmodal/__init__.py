@@ -44,13 +44,6 @@ _EXPORTS = {
     "FuseConfig": "xmodal.fusion.train",
     "evaluate_fusion": "xmodal.fusion.evaluate",
     "load_fusion": "xmodal.fusion.model",
-    "Index": "xmodal.index",
-    "transfer": "xmodal.transfer.train",
-    "TransferConfig": "xmodal.transfer.train",
-    "compare": "xmodal.transfer.compare",
-    "CompareConfig": "xmodal.transfer.compare",
-    "STRATEGIES": "xmodal.transfer",
-    "load_transfer": "xmodal.transfer",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -27,7 +27,18 @@ def _hf_clip(folders: dict[str, Path]) -> XModel:
     return xmodal.load(str(folders["siglip"]))
 
 
-TINY: dict[str, Callable[[dict[str, Path]], XModel]] = {"lit": _lit, "hf_clip": _hf_clip}
+def _bound(folders: dict[str, Path]) -> XModel:
+    """A LiT model with an audio tower bound to it (xmodal.bind)."""
+    from xmodal.bind.backbone import add_tower
+    from xmodal.bind.encoders import Tower, build_encoder
+
+    base = _lit(folders)
+    net, spec, record = build_encoder("audio_cnn", {"width": 8, "depth": 2}, {"sample_rate": 8000, "n_mels": 16,
+                                      "n_fft": 128, "hop_length": 64, "max_seconds": 0.25})
+    return add_tower(base, "audio", Tower("audio", net, base.embed_dim), spec, record)
+
+
+TINY: dict[str, Callable[[dict[str, Path]], XModel]] = {"lit": _lit, "hf_clip": _hf_clip, "bound": _bound}
 
 
 def _items(modality: str, tmp: Path) -> list[Any]:
@@ -43,6 +54,13 @@ def _items(modality: str, tmp: Path) -> list[Any]:
         paths = [tmp / f"{k}.mp4" for k in range(2)]
         for p in paths:
             write_video(p, [rng.integers(0, 255, (16, 16, 3), dtype=np.uint8) for _ in range(6)], fps=6)
+        return paths
+    if modality == "audio":
+        from xmodal.modalities.audio import write_wav
+
+        paths = [tmp / f"{k}.wav" for k in range(2)]
+        for p in paths:
+            write_wav(p, rng.normal(0, 0.2, 2000), 8000)
         return paths
     raise AssertionError(f"no contract sample for modality {modality!r}: add one to _items")
 

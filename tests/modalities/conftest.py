@@ -71,11 +71,20 @@ def _text(tmp: Path, tokenizer: Any) -> tuple[Any, Any, Any]:
     return "a red circle", TextSpec(tokenizer=tokenizer, max_length=16), "   "
 
 
+def _series(tmp: Path, tokenizer: Any) -> tuple[Any, Any, Any]:
+    from xmodal.modalities.series import SeriesSpec
+
+    np.save(tmp / "ok.npy", np.random.default_rng(0).normal(size=(40, 3)))
+    (tmp / "nan.csv").write_text("x,y,z\n1,2,3\n4,nan,6\n")
+    return tmp / "ok.npy", SeriesSpec(channels=3, length=32), tmp / "nan.csv"
+
+
 SAMPLES: dict[str, Callable[[Path, Any], tuple[Any, Any, Any]]] = {
     "image": _image,
     "video": _video,
     "audio": _audio,
     "text": _text,
+    "series": _series,
 }
 """modality name -> builder of (valid item, spec, bad item) in a temporary folder."""
 

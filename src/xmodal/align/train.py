@@ -63,13 +63,16 @@ def frozen_part(tower: nn.Module) -> str:
 def _make_cache(model: Any, modality: str, root: Path | None, cfg: AlignConfig, device: torch.device) -> FeatureCache | None:
     tower = model.tower(modality)
     part = frozen_part(tower)
-    if not cfg.cache_frozen or part == "none" or modality == "video":
+    if not cfg.cache_frozen or part == "none" or (modality == "video" and part != "all"):
         return None
     spec, mod = model.spec(modality), MODALITIES.get(modality)
 
     def load(item: Any) -> Any:
         return mod.load(item if modality == "text" else resolve_path(root, item), spec)
 
+    if modality == "video":  # a frozen image tower over frames: cache the clip embedding
+        return FeatureCache(lambda b: model.encode("video", b), load, lambda items: mod.collate(items, spec),
+                            batch_size=32, device=device)
     fn = tower.trunk if part == "trunk" else tower
     return FeatureCache(fn, load, lambda items: mod.collate(items, spec), batch_size=256, device=device)
 

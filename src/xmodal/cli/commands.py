@@ -147,7 +147,7 @@ def zeroshot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-column", default="label", help="manifest column with the class names (default: label)")
     p.add_argument("--classes", help="comma-separated class names (default: the labels found in the data)")
     p.add_argument("--template", action="append", help="prompt template with {} (repeatable)")
-    p.add_argument("--modality", choices=["image", "video"], default="image")
+    p.add_argument("--modality", choices=["image", "video", "audio", "series"], default="image")
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise")
     p.add_argument("--out", help="folder for results.json and confusion.png")
 

@@ -160,7 +160,9 @@ class MediaDataset(Dataset):
     ``columns`` maps a modality name to the row column holding its input (a path, relative to
     ``root`` unless absolute; the caption itself for text); ``specs`` gives each modality's
     preprocessing settings. ``on_error="skip"`` turns a bad row into ``None`` (dropped by
-    :meth:`collate_fn`) and records ``(source, problem)`` in ``skipped``; ``"raise"`` re-raises."""
+    :meth:`collate_fn`) and records ``(source, problem)`` in ``skipped``; ``"raise"`` re-raises.
+    Modalities in ``optional`` may be absent from a row (an empty cell or a missing file): batches then
+    carry ``"present": {modality: BoolTensor [B]}`` and a zero placeholder for each absent input."""
 
     def __init__(
         self,
@@ -171,6 +173,7 @@ class MediaDataset(Dataset):
         label_column: str | None = "label",
         on_error: str = "raise",
         manifest: str | None = None,
+        optional: Sequence[str] = (),
     ) -> None:
         if on_error not in ON_ERROR:
             raise ConfigError(f"on_error {on_error!r} is not 'raise' or 'skip'")
@@ -182,6 +185,10 @@ class MediaDataset(Dataset):
         self.rows, self.columns, self.specs = rows, dict(columns), specs
         self.root = Path(root) if root is not None else None
         self.label_column, self.on_error, self.manifest = label_column, on_error, manifest
+        self.optional = tuple(optional)
+        unknown = [m for m in self.optional if m not in self.columns]
+        if unknown:
+            raise ConfigError(f"optional modalities {unknown} are not among the columns {list(self.columns)}")
         self.skipped: list[tuple[str, str]] = []
         self._reported = 0  # skipped entries already handed out by collate_fn (per process)
 
@@ -196,7 +203,11 @@ class MediaDataset(Dataset):
         sample: dict[str, Any] = {}
         for m, col in self.columns.items():
             value = row.get(col)
-            if value is None or (isinstance(value, str) and not value.strip() and m != "text"):
+            empty = value is None or (isinstance(value, str) and not value.strip() and m != "text")
+            if m in self.optional and (empty or (m != "text" and not resolve_path(self.root, value).exists())):
+                sample[m] = None  # absent modality: the row still counts
+                continue
+            if empty:
                 raise DataError(self._where(i), f"no value in column {col!r} for {m}")
             mod = MODALITIES.get(m)
             if m != "text" and not isinstance(value, (str, Path)):
@@ -234,7 +245,16 @@ class MediaDataset(Dataset):
         self._reported = len(self.skipped)
         batch: dict[str, Any] = {}
         for m in self.columns:
-            batch[m] = MODALITIES.get(m).collate([s[m] for s in good], self.specs[m])
+            items = [s[m] for s in good]
+            if m in self.optional:
+                batch.setdefault("present", {})[m] = torch.tensor([x is not None for x in items], dtype=torch.bool)
+                filler = next((x for x in items if x is not None), None)
+                if filler is None:
+                    batch[m] = None  # no sample of this batch has the modality
+                    continue
+                blank = torch.zeros_like(filler) if isinstance(filler, torch.Tensor) else filler
+                items = [blank if x is None else x for x in items]
+            batch[m] = MODALITIES.get(m).collate(items, self.specs[m])
         if self.label_column:
             batch["labels"] = [s["label"] for s in good]
         batch["index"] = torch.tensor([s["index"] for s in good], dtype=torch.long)

@@ -8,7 +8,7 @@ from xmodal.modalities.base import (
     TextSpec,
     VideoSpec,
 )
-from xmodal.modalities import image, video, audio, text  # noqa: F401  (registration)
+from xmodal.modalities import image, video, audio, text, series  # noqa: F401  (registration)
 
 
 def modality_of(path: str) -> str:

@@ -1,0 +1,126 @@
+"""``xmodal.fuse``: train a fusion classifier over two or more modalities with the one engine.
+
+Rows come from an ordinary manifest (one column per modality, a label column). Every modality is
+optional per row (an empty cell or a missing file): the model is told which inputs are present.
+Decoded samples are kept in memory (decoded once, not every epoch). Modality dropout
+(``modality_dropout``) randomly hides modalities during training so that the model still predicts
+well from any subset at test time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from xmodal.data.manifest import MediaDataset
+from xmodal.engine.fit import FitConfig, History, fit
+from xmodal.errors import ConfigError, DataError
+from xmodal.fusion.base import FUSIONS, FusionParams, modality_dropout
+from xmodal.fusion.model import FusionClassifier, encoder_records
+
+
+@dataclass
+class FuseConfig:
+    fusion: str = "late"  # registered fusion: "early", "late" or "cross_attention"
+    modalities: tuple[str, ...] = ("image", "audio")  # modalities fused (one = a unimodal classifier)
+    columns: tuple[str, ...] = ("image", "audio")  # manifest column of each modality, same order
+    label_column: str = "label"  # the class of each row
+    encoders: dict = field(default_factory=dict)  # modality -> {"encoder", "config", "spec"} over the defaults
+    params: FusionParams = field(default_factory=FusionParams)  # fusion widths, depth, heads, bottlenecks
+    modality_dropout: float = 0.3  # training: drop each modality of a sample with this probability
+    batch_size: int = 64  # samples per batch
+    on_error: str = "raise"  # unreadable file: "raise" or "skip" (count and go on)
+    seed: int = 0  # seeds initialisation, shuffling and dropout
+    fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=10, lr=2e-3, monitor="val_acc"))  # engine
+
+
+@dataclass
+class FuseResult:
+    model: FusionClassifier  # the trained classifier
+    history: History  # per-epoch loss and validation accuracy
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # unreadable training files
+
+
+class _InMemory(Dataset):
+    def __init__(self, samples: list[Any]) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.samples[i]
+
+
+def check_config(cfg: FuseConfig) -> None:
+    FUSIONS.get(cfg.fusion)
+    if not cfg.modalities or len(cfg.modalities) != len(cfg.columns):
+        raise ConfigError(f"fuse: {len(cfg.modalities)} modalities but {len(cfg.columns)} columns (one column per modality)")
+    if len(set(cfg.modalities)) != len(cfg.modalities):
+        raise ConfigError(f"fuse: repeated modality in {list(cfg.modalities)}")
+    if not 0 <= cfg.modality_dropout < 1:
+        raise ConfigError(f"modality_dropout {cfg.modality_dropout} is not in [0, 1)")
+
+
+def load_samples(rows: Sequence[dict[str, Any]], model: FusionClassifier, columns: dict[str, str],
+                 label_column: str, root: str | Path | None, on_error: str) -> tuple[MediaDataset, list[Any]]:
+    """Decode ``rows`` once: ``(dataset, samples)`` (bad rows skipped or raised; absent inputs allowed)."""
+    if rows and label_column not in rows[0]:
+        raise DataError("manifest", f"no label column {label_column!r}; columns are {list(rows[0])}")
+    for col in columns.values():
+        if rows and col not in rows[0]:
+            raise DataError("manifest", f"no column {col!r}; columns are {list(rows[0])}")
+    data = MediaDataset(list(rows), columns, model.specs, root=root, label_column=label_column,
+                        on_error=on_error, optional=list(columns))
+    samples = [s for s in (data[i] for i in range(len(data))) if s is not None]
+    return data, samples
+
+
+def make_loader(data: MediaDataset, samples: list[Any], batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(_InMemory(samples), batch_size=batch_size, shuffle=shuffle, collate_fn=data.collate_fn,
+                      generator=gen, drop_last=shuffle and len(samples) > batch_size)
+
+
+def fuse(rows: Sequence[dict[str, Any]], cfg: FuseConfig | None = None, val_rows: Sequence[dict[str, Any]] | None = None,
+         root: str | Path | None = None, out: str | Path | None = None) -> FuseResult:
+    """Train a ``cfg.fusion`` classifier on manifest ``rows`` (paths relative to ``root``). With
+    ``val_rows`` each epoch logs ``val_acc`` (all modalities present); with ``out``, training resumes
+    from ``out`` and the classifier is saved to ``out/model``."""
+    cfg = cfg or FuseConfig()
+    check_config(cfg)
+    torch.manual_seed(cfg.seed)
+    classes = sorted({str(r.get(cfg.label_column, "")) for r in rows} - {""})
+    if len(classes) < 2:
+        raise DataError("manifest", f"need at least 2 classes in column {cfg.label_column!r}, found {classes}")
+    model = FusionClassifier(cfg.fusion, encoder_records(cfg.modalities, cfg.encoders), classes, cfg.params)
+    columns = dict(zip(cfg.modalities, cfg.columns))
+    data, samples = load_samples(rows, model, columns, cfg.label_column, root, cfg.on_error)
+    loader = make_loader(data, samples, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    index = {c: k for k, c in enumerate(classes)}
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def step(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        present = batch.get("present") or {}
+        present = modality_dropout(present, cfg.modality_dropout, gen)
+        logits = model(batch, present)
+        target = torch.tensor([index[y] for y in batch["labels"]], device=logits.device)
+        return {"loss": nn.functional.cross_entropy(logits, target)}
+
+    evaluate = None
+    if val_rows:
+        from xmodal.fusion.evaluate import accuracy
+
+        vdata, vsamples = load_samples(val_rows, model, columns, cfg.label_column, root, cfg.on_error)
+        vloader = make_loader(vdata, vsamples, 256, shuffle=False)
+        evaluate = lambda: {"val_acc": accuracy(model, vloader)}  # noqa: E731
+    history = fit(step, model, loader, cfg.fit, evaluate=evaluate, out=out)
+    model.eval()
+    if out is not None:
+        model.save_pretrained(Path(out) / "model")
+    return FuseResult(model=model, history=history, skipped=list(data.skipped))
