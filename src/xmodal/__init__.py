@@ -44,6 +44,21 @@ _EXPORTS = {
     "FuseConfig": "xmodal.fusion.train",
     "evaluate_fusion": "xmodal.fusion.evaluate",
     "load_fusion": "xmodal.fusion.model",
+    "bind": "xmodal.bind.bind",
+    "BindConfig": "xmodal.bind.bind",
+    "ENCODERS": "xmodal.bind.encoders",
+    "FUSIONS": "xmodal.fusion",
+    "fuse": "xmodal.fusion.train",
+    "FuseConfig": "xmodal.fusion.train",
+    "evaluate_fusion": "xmodal.fusion.evaluate",
+    "load_fusion": "xmodal.fusion.model",
+    "Index": "xmodal.index",
+    "transfer": "xmodal.transfer.train",
+    "TransferConfig": "xmodal.transfer.train",
+    "compare": "xmodal.transfer.compare",
+    "CompareConfig": "xmodal.transfer.compare",
+    "STRATEGIES": "xmodal.transfer",
+    "load_transfer": "xmodal.transfer",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

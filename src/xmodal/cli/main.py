@@ -11,7 +11,9 @@ import os
 import sys
 from typing import Callable
 
-from xmodal.cli import commands
+from xmodal.cli import commands, transfer_commands
+from xmodal.cli import index_commands
+from xmodal.cli import bind_commands
 from xmodal.cli import bind_commands
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -23,6 +25,13 @@ SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable
     "zeroshot": (commands.zeroshot_args, commands.zeroshot, "zero-shot classify images or videos from class names"),
     "bind": (bind_commands.bind_args, bind_commands.bind, "bind a new modality (audio, sensor series) to a frozen tower"),
     "fuse": (bind_commands.fuse_args, bind_commands.fuse, "train a fusion classifier; accuracy per modality subset and under noise"),
+    "bind": (bind_commands.bind_args, bind_commands.bind, "bind a new modality (audio, sensor series) to a frozen tower"),
+    "fuse": (bind_commands.fuse_args, bind_commands.fuse, "train a fusion classifier; accuracy per modality subset and under noise"),
+    "index": (index_commands.index_args, index_commands.index, "build or update a searchable index of media files"),
+    "search": (index_commands.search_args, index_commands.search, "search an index by text or by an example file"),
+    "serve": (index_commands.serve_args, index_commands.serve, "a local web page to search an index"),
+    "transfer": (transfer_commands.transfer_args, transfer_commands.transfer, "transfer an aligned model to video with one strategy"),
+    "compare": (transfer_commands.compare_args, transfer_commands.compare, "run many transfer strategies side by side (table + plots)"),
 }
 
 
