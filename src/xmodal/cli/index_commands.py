@@ -1,0 +1,115 @@
+"""``xmodal index`` / ``xmodal search`` / ``xmodal serve``: thin commands over :class:`xmodal.Index`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from xmodal.cli.commands import _build_config, _config_args
+from xmodal.errors import ConfigError
+
+MAX_LISTED = 20  # skipped files printed one per line; the rest are counted
+
+
+# ---------------------------------------------------------------- index
+def index_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="media folders or manifests (.csv/.jsonl); with --merge: shard index folders")
+    p.add_argument("--out", required=True, help="index folder (created, or brought up to date)")
+    p.add_argument("--model", help="model name or checkpoint folder (default: the one the index was built with)")
+    p.add_argument("--shard", help="i/n: index only the i-th of n disjoint parts (merge them with --merge)")
+    p.add_argument("--merge", action="store_true", help="merge the shard indexes PATH... into --out")
+    p.add_argument("--workers", type=int, help="parallel data-loading processes (default 0)")
+    p.add_argument("--batch-size", type=int, help="files per forward pass (default 32)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _config_args(p)
+
+
+def index(args: argparse.Namespace) -> int:
+    from xmodal.index import BuildConfig, Index
+
+    if args.merge:
+        idx = Index.create(args.out, model=args.model)
+        n = idx.merge(args.paths)
+        idx.save()
+        print(f"merged {n} rows from {len(args.paths)} shard(s) into {args.out}: {len(idx)} files")
+        return 0
+    base: dict[str, Any] = {"progress": not args.no_progress}
+    for key in ("shard", "workers", "batch_size"):
+        if getattr(args, key) is not None:
+            base[key] = getattr(args, key)
+    cfg = _build_config(BuildConfig, args, base)
+    model = args.model
+    if model is None and not (Path(args.out) / "index.sqlite").is_file():
+        raise ConfigError("--model is required for a new index")
+    idx = Index.build(args.paths, model=model, out=args.out, config=cfg)
+    r = idx.last_report
+    rate = r.embedded / r.seconds if r.seconds else 0.0
+    print(f"{args.out}: {len(idx)} files; embedded {r.embedded} ({rate:.1f} files/s), unchanged {r.unchanged}, "
+          f"touched {r.touched}, deleted {r.deleted}, skipped {len(r.skipped)} in {r.seconds:.1f}s")
+    for m, params in idx.stats()["modalities"].items():
+        print(f"  {m}: {params}")
+    for path, problem in r.skipped[:MAX_LISTED]:
+        print(f"  skipped {path}: {problem}")
+    if len(r.skipped) > MAX_LISTED:
+        print(f"  ... and {len(r.skipped) - MAX_LISTED} more skipped")
+    return 0
+
+
+# ---------------------------------------------------------------- search
+def search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("index", metavar="INDEX", help="index folder written by `xmodal index`")
+    p.add_argument("text", nargs="?", help="text query")
+    for m in ("image", "video", "audio"):
+        p.add_argument(f"--{m}", metavar="FILE", help=f"query by example: a {m} file")
+    p.add_argument("-k", "--top", type=int, default=10, help="number of results (default 10)")
+    p.add_argument("--modality", choices=("image", "video", "audio"), action="append",
+                   help="only results of this modality (repeatable)")
+    p.add_argument("--model", help="model to embed the query (default: the one the index was built with)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+
+
+def search(args: argparse.Namespace) -> int:
+    from xmodal.errors import DataError
+    from xmodal.index import Index
+
+    examples = [(m, getattr(args, m)) for m in ("image", "video", "audio") if getattr(args, m)]
+    if (args.text is not None) + len(examples) != 1:
+        raise ConfigError("give exactly one query: TEXT, --image FILE, --video FILE or --audio FILE")
+    idx = Index.load(args.index, model=args.model)
+    if examples:
+        modality, file = examples[0]
+        if not Path(file).is_file():
+            raise DataError(file, "no such file")
+        hits = idx.search(Path(file), k=args.top, modality=args.modality, query_modality=modality)
+    else:
+        hits = idx.search(args.text, k=args.top, modality=args.modality)
+    if args.json:
+        print(json.dumps([asdict(h) for h in hits], indent=2))
+        return 0
+    for rank, h in enumerate(hits, 1):
+        print(f"{rank:3d}  {h.score:.4f}  {h.modality:5s}  {h.path}")
+    return 0
+
+
+# ---------------------------------------------------------------- serve
+def serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("index", metavar="INDEX", help="index folder written by `xmodal index`")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--model", help="model to embed queries (default: the one the index was built with)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest query upload, MB (default 20)")
+
+
+def serve(args: argparse.Namespace) -> int:
+    from xmodal.index import Index
+    from xmodal.serve import ServeConfig, create_app, run_server
+
+    idx = Index.load(args.index, model=args.model)
+    app = create_app(idx, ServeConfig(max_upload_bytes=int(args.max_upload_mb * 1e6)))
+    print(f"serving {args.index} ({len(idx)} files) on http://{args.host}:{args.port}/")
+    run_server(app, args.host, args.port)
+    return 0

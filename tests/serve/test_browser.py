@@ -1,0 +1,46 @@
+"""End to end in headless Chromium: load the page, type a query, see result thumbnails, screenshot.
+
+Needs Debian's ``chromium`` (installed by ``.ci/run``) and the ``playwright`` package. Without them
+this test fails; set ``XMODAL_SKIP_BROWSER=1`` to skip it on purpose."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ARTIFACT = Path(__file__).resolve().parents[2] / "test-artifacts" / "serve_search.png"
+
+
+def _chromium() -> str:
+    path = os.environ.get("XMODAL_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("no chromium on PATH (apt-get install chromium, or set XMODAL_SKIP_BROWSER=1)")
+    return path
+
+
+@pytest.mark.skipif(os.environ.get("XMODAL_SKIP_BROWSER") == "1", reason="XMODAL_SKIP_BROWSER=1")
+def test_search_page_in_headless_chromium(live_server):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACT.parent.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.goto(live_server + "/")
+            page.fill("#q", "a red circle")
+            page.press("#q", "Enter")
+            page.wait_for_selector(".result img", timeout=20_000)
+            page.wait_for_function("[...document.querySelectorAll('.result img')].every(i => i.complete && i.naturalWidth > 0)",
+                                   timeout=20_000)
+            assert page.locator(".result").count() >= 10
+            assert page.locator(".result img").count() >= 1 and page.locator(".result video").count() >= 1
+            assert page.locator(".result audio").count() >= 1
+            assert "results" in page.inner_text("#status")
+            page.screenshot(path=str(ARTIFACT), full_page=True)
+        finally:
+            browser.close()
+    assert ARTIFACT.stat().st_size > 1000
