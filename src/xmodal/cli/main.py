@@ -14,7 +14,6 @@ from typing import Callable
 from xmodal.cli import commands, transfer_commands
 from xmodal.cli import index_commands
 from xmodal.cli import bind_commands
-from xmodal.cli import bind_commands
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -23,8 +22,6 @@ SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable
     "world": (commands.world_args, commands.world, "generate the built-in multimodal world (and a preview)"),
     "align": (commands.align_args, commands.align, "contrastively align two towers on a manifest"),
     "zeroshot": (commands.zeroshot_args, commands.zeroshot, "zero-shot classify images or videos from class names"),
-    "bind": (bind_commands.bind_args, bind_commands.bind, "bind a new modality (audio, sensor series) to a frozen tower"),
-    "fuse": (bind_commands.fuse_args, bind_commands.fuse, "train a fusion classifier; accuracy per modality subset and under noise"),
     "bind": (bind_commands.bind_args, bind_commands.bind, "bind a new modality (audio, sensor series) to a frozen tower"),
     "fuse": (bind_commands.fuse_args, bind_commands.fuse, "train a fusion classifier; accuracy per modality subset and under noise"),
     "index": (index_commands.index_args, index_commands.index, "build or update a searchable index of media files"),
