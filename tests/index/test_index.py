@@ -113,3 +113,46 @@ def test_errors(media, tiny_lit, tmp_path):
     idx = Index.build([media / "images"], model=tiny_lit, out=tmp_path / "ix2", config=QUIET)
     with pytest.raises(ConfigError, match="modality"):
         idx.search("x", modality="smell")
+
+
+def _clustered(rng, centres, n, spread):
+    x = centres[rng.integers(0, len(centres), n)] + spread / np.sqrt(centres.shape[1]) * rng.normal(size=(n, centres.shape[1]))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_nprobe_calibration_excludes_self_and_holds_on_new_queries():
+    """The recorded calibration recall is leave-one-out (each indexed query's own id dropped), not
+    inflated by the query finding itself, and the chosen nprobe reaches the target on held-out queries."""
+    import faiss
+
+    from xmodal.index.ann import AnnConfig, build_ann, recall_at
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(40, 32))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    n = 4000
+    x, held_out = _clustered(rng, centres, n, 1.2), _clustered(rng, centres, 500, 1.2)
+    ids = np.arange(n, dtype=np.int64) * 3 + 5
+    cfg = AnnConfig(exact_max=100, nlist=128, train_size=n, calib_queries=n)  # every vector is a calibration query
+    index, params = build_ann(ids, x, cfg)
+    nprobe, cal = params["nprobe"], params["calibration"]
+    assert cal["queries"] == n and cal["self_excluded"] and cal["aimed_at"] == pytest.approx(0.965)
+    assert params["calibrated_recall_at_10"] == cal["recall_by_nprobe"][str(nprobe)] >= 0.965
+    assert nprobe > 1 and cal["recall_by_nprobe"]["1"] < 0.95  # the cheapest setting is not enough here
+
+    _, truth = faiss.knn(x, x, 11, metric=faiss.METRIC_INNER_PRODUCT)  # all vectors, by hand
+    for probe, recorded in cal["recall_by_nprobe"].items():
+        index.nprobe = int(probe)
+        _, found = index.search(x, 11)
+        loo = recall_at([[f for f in r if f != s][:10] for r, s in zip(found, ids)],
+                        [[t for t in r if t != s][:10] for r, s in zip(ids[truth], ids)])
+        assert recorded == pytest.approx(loo, abs=1e-4)
+        if probe == "1":  # counting self-matches would have recorded a clearly higher recall
+            assert recall_at(found[:, :10], ids[truth[:, :10]]) > loo + 0.02
+
+    _, truth = faiss.knn(held_out, x, 10, metric=faiss.METRIC_INNER_PRODUCT)
+    _, found = index.search(held_out, 10)
+    assert recall_at(found, ids[truth]) >= 0.95
+    index.nprobe = nprobe // 2
+    _, found = index.search(held_out, 10)
+    assert recall_at(found, ids[truth]) < 0.965  # nprobe is not larger than it needs to be

@@ -2,9 +2,16 @@
 
 ``build_ann`` picks the kind from the number of vectors: up to ``exact_max`` an exact flat index;
 past it an inverted-file index (IVF, Jégou et al. 2011: k-means cells, search visits ``nprobe`` of
-them) with ``nlist ≈ 4·sqrt(N)`` cells, and ``nprobe`` set to the smallest power of two that reaches
-``target_recall`` recall@10 against exact search on a sample of the indexed vectors. The choice and
-its parameters are returned as a dict that the index records next to the FAISS file.
+them) with ``nlist ≈ 4·sqrt(N)`` cells, and ``nprobe`` set to the smallest power of two whose
+recall@10 against exact search reaches ``target_recall + calib_margin`` on calibration queries.
+
+Calibration queries are indexed vectors searched leave-one-out: each is searched for k+1 results
+and its own id is dropped, from both the exact and the approximate answer. (An indexed vector is
+its own nearest neighbour and sits in its own cell, so counting it would inflate recall against
+queries that are not in the index.) They are drawn from vectors outside the k-means training sample
+where there are enough, since the cells were fitted to the training vectors; the margin absorbs the
+sampling error of the estimate. The choice and its parameters (the calibration recall included)
+are returned as a dict that the index records next to the FAISS file (``ann.json``).
 """
 
 from __future__ import annotations
@@ -35,8 +42,9 @@ class AnnConfig:
     nlist: int = 0  # IVF cells; 0 = about 4*sqrt(N), a power of two
     train_size: int = 100_000  # vectors sampled to train the IVF k-means
     kmeans_iters: int = 10  # k-means iterations when training the IVF cells
-    target_recall: float = 0.95  # nprobe = smallest power of two reaching this recall@10 on a sample
-    calib_queries: int = 200  # sampled indexed vectors used to pick nprobe
+    target_recall: float = 0.95  # recall@10 wanted for queries that are not in the index
+    calib_margin: float = 0.015  # nprobe = smallest power of two reaching target_recall + this on calibration
+    calib_queries: int = 1000  # indexed vectors (leave-one-out) used to pick nprobe
     seed: int = 0  # seed of the training / calibration samples
 
 
@@ -55,19 +63,29 @@ def build_ann(ids: np.ndarray, vecs: np.ndarray, cfg: AnnConfig) -> tuple[Any, d
     nlist = cfg.nlist or auto_nlist(n)
     index = train_ivf(vecs, nlist, cfg.train_size, cfg.seed, cfg.kmeans_iters)
     index.add_with_ids(vecs, ids)
-    nprobe, recall = calibrate_nprobe(index, ids, vecs, cfg)
-    index.nprobe = nprobe
+    calib = calibrate_nprobe(index, ids, vecs, cfg)
+    index.nprobe = calib["nprobe"]
     params = {"kind": "ivf", "metric": "inner_product", "count": n, "dim": d, "nlist": nlist,
-              "nprobe": nprobe, "calibrated_recall_at_10": round(recall, 4), "trained_on": min(n, cfg.train_size)}
+              "nprobe": calib["nprobe"], "calibrated_recall_at_10": calib["recall"],
+              "trained_on": min(n, cfg.train_size),
+              "calibration": {"queries": calib["queries"], "self_excluded": True,
+                              "held_out_of_training": calib["held_out_of_training"],
+                              "target_recall": cfg.target_recall, "aimed_at": calib["aim"],
+                              "recall_by_nprobe": calib["by_nprobe"]}}
     return index, params
+
+
+def training_sample(n: int, train_size: int, seed: int = 0) -> np.ndarray:
+    """Sorted positions of the vectors the IVF k-means is trained on (the same in build and calibration)."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, min(n, train_size), replace=False))
 
 
 def train_ivf(vecs: np.ndarray, nlist: int, train_size: int, seed: int = 0, iters: int = 10) -> Any:
     """An empty ``IndexIVFFlat`` (inner product) whose ``nlist`` cells are trained on a sample."""
     fa = faiss()
     d = vecs.shape[1]
-    rng = np.random.default_rng(seed)
-    sample = vecs[np.sort(rng.choice(len(vecs), min(len(vecs), train_size), replace=False))]
+    sample = vecs[training_sample(len(vecs), train_size, seed)]
     quantizer = fa.IndexFlatIP(d)
     index = fa.IndexIVFFlat(quantizer, d, nlist, fa.METRIC_INNER_PRODUCT)
     index.cp.min_points_per_centroid = 1  # small samples are fine; do not warn
@@ -81,25 +99,42 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / max(1, len(t)) for f, t in zip(found, truth)]))
 
 
-def calibrate_nprobe(index: Any, ids: np.ndarray, vecs: np.ndarray, cfg: AnnConfig, k: int = 10) -> tuple[int, float]:
-    """Smallest power-of-two nprobe whose recall@k (queries: sampled indexed vectors, self excluded)
-    reaches ``cfg.target_recall``; returns (nprobe, its recall)."""
-    fa = faiss()
+def calibration_queries(n: int, cfg: AnnConfig) -> tuple[np.ndarray, bool]:
+    """Positions of the indexed vectors used as calibration queries, preferring ones outside the
+    k-means training sample; and whether all of them are outside it."""
     rng = np.random.default_rng(cfg.seed + 1)
-    pick = rng.choice(len(vecs), min(len(vecs), cfg.calib_queries), replace=False)
+    want = min(n, cfg.calib_queries)
+    outside = np.setdiff1d(np.arange(n), training_sample(n, cfg.train_size, cfg.seed), assume_unique=True)
+    if len(outside) >= want:
+        return np.sort(rng.choice(outside, want, replace=False)), True
+    return np.sort(rng.choice(n, want, replace=False)), False
+
+
+def leave_one_out(found_ids: np.ndarray, self_ids: np.ndarray, k: int) -> list[list[int]]:
+    """Each row of ``found_ids`` (k+1 ids per query) without the query's own id, cut to ``k``."""
+    return [[int(f) for f in row if f != s and f >= 0][:k] for row, s in zip(found_ids, self_ids)]
+
+
+def calibrate_nprobe(index: Any, ids: np.ndarray, vecs: np.ndarray, cfg: AnnConfig, k: int = 10) -> dict[str, Any]:
+    """Smallest power-of-two nprobe whose leave-one-out recall@k reaches ``target_recall + calib_margin``
+    (capped at 1). Returns nprobe, its recall, the aim, the number of queries, whether they are all
+    outside the training sample, and the recall of every nprobe tried."""
+    fa = faiss()
+    pick, held_out = calibration_queries(len(vecs), cfg)
     queries = np.ascontiguousarray(vecs[pick])
-    flat = fa.IndexFlatIP(vecs.shape[1])
-    flat.add(vecs)
-    _, truth = flat.search(queries, k + 1)
     self_ids = ids[pick]
-    truth = [[t for t in row if t != s][:k] for row, s in zip(ids[truth], self_ids)]
-    nprobe, recall = 1, 0.0
+    _, truth_pos = fa.knn(queries, np.ascontiguousarray(vecs), k + 1, metric=fa.METRIC_INNER_PRODUCT)
+    truth = leave_one_out(ids[truth_pos], self_ids, k)
+    aim = min(1.0, cfg.target_recall + cfg.calib_margin)
+    nprobe, by_nprobe = 1, {}
     while True:
         index.nprobe = nprobe
         _, found = index.search(queries, k + 1)
-        recall = recall_at([[f for f in row if f != s][:k] for row, s in zip(found, self_ids)], truth)
-        if recall >= cfg.target_recall or nprobe >= index.nlist:
-            return nprobe, recall
+        recall = round(recall_at(leave_one_out(found, self_ids, k), truth), 4)
+        by_nprobe[str(nprobe)] = recall
+        if recall >= aim or nprobe >= index.nlist:
+            return {"nprobe": nprobe, "recall": recall, "aim": round(aim, 4), "queries": len(pick),
+                    "held_out_of_training": held_out, "by_nprobe": by_nprobe}
         nprobe = min(2 * nprobe, index.nlist)
 
 
