@@ -76,3 +76,28 @@ def test_bad_configs_and_data(tiny_av, tmp_path) -> None:
 def test_subsets_largest_first() -> None:
     assert subsets(["a", "b", "c"])[:2] == [("a", "b", "c"), ("a", "b")]
     assert len(subsets(["a", "b", "c"])) == 7
+
+
+@pytest.mark.parametrize("fusion", ["early", "late", "cross_attention"])
+def test_unimodal_loss_is_the_mean_loss_of_each_modality_alone(fusion, tiny_av) -> None:
+    from torch import nn
+
+    from xmodal.fusion.model import FusionClassifier, encoder_records
+    from xmodal.fusion.train import load_samples, make_loader, unimodal_loss
+
+    torch.manual_seed(0)
+    model = FusionClassifier(fusion, encoder_records(("image", "audio"), {"audio": AUDIO, "image": IMAGE}), ["blue", "red"])
+    model.eval()  # no dropout: the separate passes below must see the same network
+    data, samples = load_samples(read_manifest(tiny_av), model, {"image": "image", "audio": "audio"}, "label",
+                                 tiny_av.parent, "raise")
+    batch = next(iter(make_loader(data, samples, 8, shuffle=False)))
+    tokens, present = model.encode(batch, {})
+    present["audio"][:3] = False  # three samples have no audio: they count for the image loss only
+    target = torch.tensor([["blue", "red"].index(y) for y in batch["labels"]])
+    loss = unimodal_loss(model, tokens, present, target)
+    no = torch.zeros_like(present["image"])
+    img = nn.functional.cross_entropy(model.fusion(tokens, {"image": present["image"], "audio": no}), target)
+    aud = nn.functional.cross_entropy(model.fusion(tokens, {"image": no, "audio": present["audio"]})[3:], target[3:])
+    assert torch.allclose(loss, (img + aud) / 2, atol=1e-6)
+    loss.backward()
+    assert all(p.grad is not None for p in model.encoders.parameters() if p.requires_grad)

@@ -67,6 +67,12 @@ class FusionClassifier(nn.Module):
     def forward(self, batch: dict[str, Any], present: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Logits ``[B, C]``; ``batch[m]`` is a collated batch or None (absent in the whole batch);
         ``present[m]`` (bool ``[B]``) marks samples that have modality m (default: all of them)."""
+        return self.fusion(*self.encode(batch, present))
+
+    def encode(self, batch: dict[str, Any], present: dict[str, torch.Tensor] | None = None
+               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``(tokens, present)``: each modality's token sequence ``[B, N, W]`` (zeros where absent in the
+        whole batch) and the completed presence masks, on the model's device."""
         b = len(batch["index"])
         device = next(self.parameters()).device
         present = dict(present or {})
@@ -79,8 +85,7 @@ class FusionClassifier(nn.Module):
                 continue
             tokens[m] = net.forward_features(inputs[net.input_key].to(device))[-1]
             present.setdefault(m, torch.ones(b, dtype=torch.bool))
-        present = {m: p.to(device) for m, p in present.items()}
-        return self.fusion(tokens, present)
+        return tokens, {m: p.to(device) for m, p in present.items()}
 
     def save_pretrained(self, path: str | Path) -> Path:
         from dataclasses import asdict

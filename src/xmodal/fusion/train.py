@@ -3,8 +3,9 @@
 Rows come from an ordinary manifest (one column per modality, a label column). Every modality is
 optional per row (an empty cell or a missing file): the model is told which inputs are present.
 Decoded samples are kept in memory (decoded once, not every epoch). Modality dropout
-(``modality_dropout``) randomly hides modalities during training so that the model still predicts
-well from any subset at test time.
+(``modality_dropout``) randomly hides modalities during training and auxiliary unimodal losses
+(``unimodal_loss``) train every modality's path on its own, so that the model still predicts well from
+any subset at test time.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class FuseConfig:
     encoders: dict = field(default_factory=dict)  # modality -> {"encoder", "config", "spec"} over the defaults
     params: FusionParams = field(default_factory=FusionParams)  # fusion widths, depth, heads, bottlenecks
     modality_dropout: float = 0.3  # training: drop each modality of a sample with this probability
+    unimodal_loss: float = 1.0  # weight of auxiliary losses on each modality alone (0 = fused loss only)
     batch_size: int = 64  # samples per batch
     on_error: str = "raise"  # unreadable file: "raise" or "skip" (count and go on)
     seed: int = 0  # seeds initialisation, shuffling and dropout
@@ -87,6 +89,19 @@ def make_loader(data: MediaDataset, samples: list[Any], batch_size: int, shuffle
                       generator=gen, drop_last=shuffle and len(samples) > batch_size)
 
 
+def unimodal_loss(model: FusionClassifier, tokens: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
+                  target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the fused model fed one modality at a time (samples that have it), so every
+    modality's path stays a good classifier on its own (cf. the unimodal losses of Gradient-Blending,
+    Wang et al., "What Makes Training Multi-Modal Classification Networks Hard?", CVPR 2020)."""
+    losses = []
+    for m, has in present.items():
+        if has.any():
+            alone = {k: (v if k == m else torch.zeros_like(v)) for k, v in present.items()}
+            losses.append(nn.functional.cross_entropy(model.fusion(tokens, alone)[has], target[has]))
+    return torch.stack(losses).mean() if losses else target.new_zeros((), dtype=torch.float)
+
+
 def fuse(rows: Sequence[dict[str, Any]], cfg: FuseConfig | None = None, val_rows: Sequence[dict[str, Any]] | None = None,
          root: str | Path | None = None, out: str | Path | None = None) -> FuseResult:
     """Train a ``cfg.fusion`` classifier on manifest ``rows`` (paths relative to ``root``). With
@@ -106,11 +121,13 @@ def fuse(rows: Sequence[dict[str, Any]], cfg: FuseConfig | None = None, val_rows
     gen = torch.Generator().manual_seed(cfg.seed)
 
     def step(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        present = batch.get("present") or {}
-        present = modality_dropout(present, cfg.modality_dropout, gen)
-        logits = model(batch, present)
+        tokens, present = model.encode(batch, batch.get("present") or {})
+        logits = model.fusion(tokens, modality_dropout(present, cfg.modality_dropout, gen))
         target = torch.tensor([index[y] for y in batch["labels"]], device=logits.device)
-        return {"loss": nn.functional.cross_entropy(logits, target)}
+        out = {"loss": nn.functional.cross_entropy(logits, target)}
+        if cfg.unimodal_loss > 0 and len(present) > 1:
+            out["loss"] = out["loss"] + cfg.unimodal_loss * unimodal_loss(model, tokens, present, target)
+        return out
 
     evaluate = None
     if val_rows:
