@@ -1,7 +1,7 @@
 """Text-to-media retrieval on the built-in world, through ``xmodal.Index`` (what ``xmodal search`` runs).
 
 Indexes the world's media folder (images/, videos/, audio/), then queries with the world's own test
-captions and reports, per target modality: precision@k of the colour+shape (and, for videos, the full
+captions and reports, per target modality (audio too when the model has a bound audio tower): precision@k of the colour+shape (and, for videos, the full
 label including the motion), the share of the unfiltered top-k that has the caption's modality, and
 the index build figures.
 
@@ -45,7 +45,10 @@ def main() -> None:
              "per_modality": index.stats()["modalities"]}
     print(json.dumps(build, indent=2))
     results = {"build": build}
-    for modality, manifest in (("image", "images.csv"), ("video", "videos.csv")):
+    targets = [("image", "images.csv"), ("video", "videos.csv")]
+    if "audio" in xmodal.load(args.model).modalities:  # a model with a bound audio tower
+        targets.append(("audio", "videos.csv"))
+    for modality, manifest in targets:
         rows = [row for row in xmodal.read_manifest(world / manifest) if row["split"].startswith("test")]
         results[modality] = evaluate(index, world, rows, modality, args.k, args.queries)
         print(modality, json.dumps(results[modality]))
@@ -54,11 +57,13 @@ def main() -> None:
 
 
 def evaluate(index, world: Path, rows: list[dict], modality: str, k: int, n: int) -> dict:
-    """Precision@k of colour+shape (and full label) with the modality filter; modality share without."""
+    """Precision@k of colour+shape (and full label) with the modality filter; modality share without.
+    An audio file is judged by the clip it belongs to (the ``audio`` column of videos.csv)."""
     manifest = "images.csv" if modality == "image" else "videos.csv"
+    column = "audio" if modality == "audio" else "path"
     import xmodal
 
-    truth = {str((world / row["path"]).resolve()): row for row in xmodal.read_manifest(world / manifest)}
+    truth = {str((world / row[column]).resolve()): row for row in xmodal.read_manifest(world / manifest)}
     queries = random.Random(0).sample(rows, min(n, len(rows)))
     p_obj, p_label, share, top1 = [], [], [], []
     for q in queries:

@@ -83,3 +83,13 @@ def test_no_trainable_parameters_is_an_error():
     model = _model().requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable"):
         fit(_step(model), model, _problem(), FitConfig(epochs=1, progress=False))
+
+
+def test_lr_scales_give_prefixed_parameters_their_own_rate():
+    from xmodal.engine.fit import param_groups
+
+    model = torch.nn.ModuleDict({"base": torch.nn.Linear(3, 3), "added": torch.nn.Linear(3, 2)})
+    groups = param_groups(model.named_parameters(), 0.05, lr=1e-2, lr_scales={"base.": 0.1})
+    rates = {(g["lr"], g["weight_decay"]): len(g["params"]) for g in groups}
+    assert rates == {(1e-2, 0.05): 1, (1e-3, 0.05): 1, (1e-2, 0.0): 1, (1e-3, 0.0): 1}
+    assert param_groups(model.named_parameters(), 0.05)[0].get("lr") is None  # optimizer default

@@ -37,6 +37,8 @@ class FitConfig:
     verbose: bool = True  # print one summary line per epoch (loss, validation metrics, seconds)
     restore_best: bool = False  # at the end, put back the trainable weights of the best monitored epoch
     max_minutes: float = 0.0  # stop after the epoch that takes training past this many minutes; 0 = no budget
+    lr_scales: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> lr multiplier
+    # (first match wins), e.g. {"base.": 0.1}: a pretrained backbone moves gently under a fresh head
 
 
 @dataclass
@@ -47,13 +49,23 @@ class History:
     stopped_early: bool = False
 
 
-def param_groups(params: Iterable[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on matrices, none on biases, norms, scalars and embeddings of one row."""
-    decay, no_decay = [], []
+def param_groups(params: Iterable[tuple[str, nn.Parameter]], weight_decay: float, lr: float | None = None,
+                 lr_scales: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """AdamW groups: decay on matrices, none on biases, norms, scalars and embeddings of one row; with
+    ``lr``, each group's learning rate is ``lr`` times the ``lr_scales`` entry of the first matching
+    name prefix (1 when none matches)."""
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, p in params:
         if p.requires_grad:
-            (decay if p.ndim >= 2 and "norm" not in name else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            scale = next((v for k, v in (lr_scales or {}).items() if name.startswith(k)), 1.0)
+            groups.setdefault((p.ndim >= 2 and "norm" not in name, scale), []).append(p)
+    out = []
+    for (decay, scale), ps in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1])):
+        group: dict[str, Any] = {"params": ps, "weight_decay": weight_decay if decay else 0.0}
+        if lr is not None:
+            group["lr"] = lr * scale
+        out.append(group)
+    return out
 
 
 def cosine_schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -80,7 +92,7 @@ def fit(
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError("fit: the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(param_groups(named, cfg.weight_decay), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(param_groups(named, cfg.weight_decay, cfg.lr, cfg.lr_scales), lr=cfg.lr)
     steps_per_epoch = max(1, math.ceil(len(loader) / cfg.grad_accum))  # type: ignore[arg-type]
     total = steps_per_epoch * cfg.epochs
     scheduler = cosine_schedule(optimizer, total, int(cfg.warmup_ratio * total))

@@ -24,7 +24,7 @@ class FullConfig:
 class Full:
     config_cls = FullConfig
     frozen = False
-    lr = 3e-4  # default peak learning rate: backbone weights move, so gentler than a head's
+    backbone_lr_scale = 0.1  # the unfrozen backbone learns at 0.1 x the head's rate (3e-4 by default)
     paper = "Rasheed et al., ViFi-CLIP: Fine-tuned CLIP Models are Efficient Video Learners, CVPR 2023"
 
     def apply(self, model: Any, classes: Sequence[str], cfg: FullConfig) -> VideoClassifier:

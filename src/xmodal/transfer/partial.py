@@ -31,7 +31,7 @@ class PartialConfig:
 class Partial:
     config_cls = PartialConfig
     frozen = False
-    lr = 1e-3  # default peak learning rate: backbone weights move, so gentler than a head's
+    backbone_lr_scale = 0.3  # the unfrozen backbone weights learn at 0.3 x the head's rate (1e-3 by default)
     paper = "last-k fine-tuning; BitFit: Ben Zaken et al., ACL 2022"
 
     def apply(self, model: Any, classes: Sequence[str], cfg: PartialConfig) -> VideoClassifier:

@@ -29,7 +29,8 @@ from xmodal.engine.fit import FitConfig, History, fit
 from xmodal.errors import ConfigError, DataError
 from xmodal.transfer.base import STRATEGIES, VideoClassifier
 
-DEFAULT_LR = 3e-3  # heads, adapters, LoRA, prompts; strategies that unfreeze backbone weights set ``lr``
+DEFAULT_LR = 3e-3  # heads, adapters, LoRA, prompts; strategies that unfreeze backbone weights scale it
+# for those weights with ``backbone_lr_scale``
 
 
 @dataclass
@@ -157,16 +158,21 @@ def train(clf: VideoClassifier, train_clips: ClipSet, val_clips: ClipSet | None,
         logits = predict(clf, val, cfg.batch_size)
         return {"val_top1": float((logits.argmax(1) == val_clips.targets).float().mean())}
 
-    fit_cfg = _with_lr(cfg.fit, cfg.lr if cfg.lr > 0 else getattr(STRATEGIES.get(clf.strategy), "lr", cfg.fit.lr))
+    fit_cfg = _fit_config(cfg, STRATEGIES.get(clf.strategy))
     history = fit(step, clf, loader, fit_cfg, evaluate=evaluate if val is not None else None,
                   out=out / "train" if out is not None else None)
     return history, cache_seconds
 
 
-def _with_lr(cfg: FitConfig, lr: float) -> FitConfig:
+def _fit_config(cfg: TransferConfig, strategy: Any) -> FitConfig:
+    """The engine settings of a run: ``cfg.lr`` (else ``cfg.fit.lr``) for what the strategy adds, scaled
+    by the strategy's ``backbone_lr_scale`` for the base weights it unfreezes (full / partial tuning:
+    a pretrained backbone moves gently under a freshly initialised head)."""
     import dataclasses
 
-    return dataclasses.replace(cfg, lr=lr)
+    scales = dict(cfg.fit.lr_scales)
+    scales.setdefault("base.", getattr(strategy, "backbone_lr_scale", 1.0))
+    return dataclasses.replace(cfg.fit, lr=cfg.lr if cfg.lr > 0 else cfg.fit.lr, lr_scales=scales)
 
 
 def evaluate(clf: VideoClassifier, clips: ClipSet, batch_size: int = 32) -> dict[str, Any]:
