@@ -205,7 +205,11 @@ def compare(cfg: CompareConfig | None = None, say: Callable[[str], None] = print
     wall = time.perf_counter() - start
     summary = {"table": rows, "runs": results, "base": base, "wall_seconds": wall, "config": to_dict(cfg),
                "splits": {k: len(v) for k, v in splits.items()}}
-    sections = [("Setup", f"Base model: `{base}`. Clips: {summary['splits']}. Wall time {wall:.0f}s."),
+    memory_note = ("Peak memory is the growth of GPU memory during the run" if torch.cuda.is_available() else
+                   "Peak memory is the growth of the process's resident memory during the run (CPU); strategies "
+                   "run one after another in one process, so a run that fits in memory freed by an earlier one "
+                   "shows ~0 — `xmodal transfer` measures one strategy in a fresh process")
+    sections = [("Setup", f"Base model: `{base}`. Clips: {summary['splits']}. Wall time {wall:.0f}s. {memory_note}."),
                 ("Results (test split)", markdown_table(rows)),
                 ("Strategies", "\n".join(f"- **{r['label']}**: {r['paper']}" for r in results))]
     files = write_report(out, summary, "xmodal compare: image-to-video transfer strategies", sections, plots)
