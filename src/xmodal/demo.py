@@ -79,7 +79,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, A
         from xmodal.transfer.compare import CompareConfig, compare
 
         say("[extra] Image-to-video transfer: fast strategies side by side (xmodal compare --strategies fast)")
-        results["compare"] = compare(CompareConfig(out=str(out / "compare"), strategies=("fast",), world=cfg.world,
+        results["compare"] = compare(CompareConfig(out=str(out / "compare"), strategies=("fast",),
                                                    progress=cfg.progress), say=say)["table"]
     return results
 
