@@ -7,11 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xmodal.cli.commands import _build_config, _config_args, _rows
-
-
-def _fit(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None}
+from xmodal.cli.commands import _build_config, _config_args, _fit, _rows
 
 
 def _print_history(history: Any) -> None:

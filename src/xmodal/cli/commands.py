@@ -24,6 +24,11 @@ def _build_config(cls: type, args: argparse.Namespace, base: dict[str, Any]) -> 
     return from_dict(cls, apply_overrides(data, args.overrides))
 
 
+def _fit(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine overrides (``fit.epochs``, ``fit.lr``) given on the command line."""
+    return {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None}
+
+
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     out = dict(a)
     for k, v in b.items():
@@ -118,9 +123,8 @@ def align(args: argparse.Namespace) -> int:
     for key, value in (("loss", args.loss), ("batch_size", args.batch_size), ("on_error", args.on_error)):
         if value is not None:
             base[key] = value
-    fit = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None}
-    if fit:
-        base["fit"] = fit
+    if _fit(args):
+        base["fit"] = _fit(args)
     cfg = _build_config(AlignConfig, args, base)
     train, root = _rows(args.train, "train")
     val, _ = _rows(args.val, None) if args.val else _rows(args.train, "val")

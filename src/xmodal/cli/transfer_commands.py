@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xmodal.cli.commands import _build_config, _config_args
+from xmodal.cli.commands import _build_config, _config_args, _fit
 
 
 # ---------------------------------------------------------------- transfer
@@ -57,8 +57,7 @@ def transfer(args: argparse.Namespace) -> int:
     base: dict[str, Any] = {"strategy": args.strategy, "options": apply_overrides({}, args.option)}
     if args.on_error:
         base["on_error"] = args.on_error
-    fit = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None}
-    fit["progress"] = not args.no_progress
+    fit = {**_fit(args), "progress": not args.no_progress}
     base["fit"] = fit
     cfg = _build_config(TransferConfig, args, base)
     splits, root = _splits(args, cfg.label_column)
