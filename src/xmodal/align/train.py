@@ -117,14 +117,14 @@ def align(
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data) > cfg.batch_size,
                         num_workers=cfg.num_workers, collate_fn=data.collate_fn, generator=gen)
     loss_fn = LOSSES.get(cfg.loss)
+    heads = {m: model.tower(m).head for m in caches if caches[m] is not None and frozen_part(model.tower(m)) == "trunk"}
 
     def encode(m: str, col: str, batch: dict[str, Any]) -> torch.Tensor:
         if caches[m] is None:
             return model.encode(m, to_device(batch[m], device))
         keys = [rows[int(i)][col] for i in batch["index"]]
         feats = caches[m].get(keys).to(device)
-        tower = model.tower(m)
-        return tower.head(feats) if frozen_part(tower) == "trunk" else feats
+        return heads[m](feats) if m in heads else feats  # a cached trunk still trains its head
 
     skipped: dict[tuple[str, str], None] = {}  # from batches, so worker processes' skips count too
 
