@@ -70,11 +70,10 @@ def _make_cache(model: Any, modality: str, root: Path | None, cfg: AlignConfig, 
     def load(item: Any) -> Any:
         return mod.load(item if modality == "text" else resolve_path(root, item), spec)
 
-    if modality == "video":  # a frozen image tower over frames: cache the clip embedding
-        return FeatureCache(lambda b: model.encode("video", b), load, lambda items: mod.collate(items, spec),
-                            batch_size=32, device=device)
-    fn = tower.trunk if part == "trunk" else tower
-    return FeatureCache(fn, load, lambda items: mod.collate(items, spec), batch_size=256, device=device)
+    # a fully frozen tower caches the model's embedding (for video: the frame average), else the trunk
+    fn = (lambda b: model.encode(modality, b)) if part == "all" else tower.trunk
+    return FeatureCache(fn, load, lambda items: mod.collate(items, spec), batch_size=32 if modality == "video" else 256,
+                        device=device)
 
 
 def _check(model: Any, cfg: AlignConfig) -> None:
