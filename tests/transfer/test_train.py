@@ -77,9 +77,9 @@ def test_cli_transfer_and_compare(make_lit, video_manifest, tmp_path, capsys):
     base = make_lit().save_pretrained(tmp_path / "base")
     out = tmp_path / "t"
     rc = main(["transfer", "--strategy", "adapter", "--model", str(base), "--data", str(video_manifest), "--out", str(out),
-               "--epochs", "1", "--option", "temporal=true", "--no-progress", "--set", "batch_size=4"])
+               "--epochs", "1", "--option", "temporal=false", "--no-progress", "--set", "batch_size=4"])
     assert rc == 0 and (out / "model" / "strategy.safetensors").is_file() and (out / "metrics.json").is_file()
-    assert json.loads((out / "model" / "transfer.json").read_text())["config"]["temporal"] is True
+    assert json.loads((out / "model" / "transfer.json").read_text())["config"]["temporal"] is False
     rc = main(["compare", "--strategies", "zero_shot,linear_probe,temporal_head:head.kind=conv,lora", "--model", str(base),
                "--data", str(video_manifest), "--out", str(tmp_path / "c"), "--epochs", "1", "--set", "transfer.batch_size=4"])
     assert rc == 0
@@ -90,3 +90,33 @@ def test_cli_transfer_and_compare(make_lit, video_manifest, tmp_path, capsys):
     assert "% of full" in table[0]
     assert main(["transfer", "--strategy", "nope", "--model", str(base), "--data", str(video_manifest), "--out", str(out)]) == 2
     assert "unknown strategy" in capsys.readouterr().err
+
+
+def test_learning_rate_is_the_users_else_the_strategys_else_the_engines():
+    from xmodal.transfer import STRATEGIES
+    from xmodal.transfer.train import _fit_config
+
+    lora, adapter, full = (STRATEGIES.get(n) for n in ("lora", "adapter", "full"))
+    assert _fit_config(TransferConfig(), lora).lr == lora.default_lr != TransferConfig().fit.lr
+    assert _fit_config(TransferConfig(lr=3e-3), lora).lr == 3e-3
+    assert _fit_config(TransferConfig(), adapter).lr == TransferConfig().fit.lr
+    assert _fit_config(TransferConfig(), full).lr_scales["base."] == full.backbone_lr_scale < 1
+
+
+def test_compare_with_seeds_reports_mean_and_spread(make_lit, video_manifest, tmp_path):
+    from xmodal.errors import ConfigError
+    from xmodal.transfer.compare import CompareConfig, compare
+
+    base = make_lit().save_pretrained(tmp_path / "base")
+    cfg = CompareConfig(out=str(tmp_path / "c"), strategies=("zero_shot", "temporal_head"), model=str(base),
+                        data=str(video_manifest), seeds=2, transfer=_cfg("temporal_head", epochs=3))
+    summary = compare(cfg, say=lambda _: None)
+    runs = {p.name for p in (tmp_path / "c" / "runs").iterdir()}
+    assert runs == {"zero_shot", "zero_shot@seed1", "temporal_head", "temporal_head@seed1"}
+    rows = {r["strategy"]: r for r in summary["table"]}
+    head = next(r for r in summary["runs"] if r["label"] == "temporal_head")
+    assert head["seeds"] == [0, 1] and rows["temporal_head"]["seeds"] == 2
+    assert rows["temporal_head"]["top1"] == pytest.approx(sum(head["top1_runs"]) / 2, abs=1e-4)
+    assert rows["zero_shot"]["top1 std"] == 0  # no training: every seed gives the same answer
+    with pytest.raises(ConfigError, match="seeds"):
+        compare(CompareConfig(out=str(tmp_path / "d"), model=str(base), data=str(video_manifest), seeds=0))

@@ -20,7 +20,7 @@ def transfer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test", help="test manifest (default: rows of --data whose split is 'test', else a per-class split)")
     p.add_argument("--out", required=True, help="run folder: model/ (strategy weights + pointer to the base), log, state")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--lr", type=float, help="peak learning rate of what the strategy trains (default: the strategy's)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="strategy option, e.g. --option rank=8 --option head.kind=conv (repeatable)")
     p.add_argument("--on-error", choices=["raise", "skip"])
@@ -57,8 +57,9 @@ def transfer(args: argparse.Namespace) -> int:
     base: dict[str, Any] = {"strategy": args.strategy, "options": apply_overrides({}, args.option)}
     if args.on_error:
         base["on_error"] = args.on_error
-    fit = {**_fit(args), "progress": not args.no_progress}
-    base["fit"] = fit
+    if args.lr is not None:
+        base["lr"] = args.lr
+    base["fit"] = {**_fit(args), "progress": not args.no_progress}
     cfg = _build_config(TransferConfig, args, base)
     splits, root = _splits(args, cfg.label_column)
     model = xmodal.load(args.model)
@@ -85,6 +86,7 @@ def compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="video manifest or folder of class folders (default: the built-in world)")
     p.add_argument("--out", default="xmodal-compare", help="output folder (default: ./xmodal-compare)")
     p.add_argument("--epochs", type=int, help="training epochs of every strategy")
+    p.add_argument("--seeds", type=int, help="training runs per strategy (different seeds); >1 reports mean and std")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", help="progress bars")
     _config_args(p)
@@ -97,7 +99,7 @@ def compare(args: argparse.Namespace) -> int:
     sep = ";" if ";" in args.strategies else ","
     specs = [s.strip() for s in args.strategies.split(sep) if s.strip()]
     base: dict[str, Any] = {"out": args.out, "strategies": specs, "progress": bool(args.progress)}
-    for key in ("model", "data", "threads"):
+    for key in ("model", "data", "threads", "seeds"):
         if getattr(args, key) is not None:
             base[key] = getattr(args, key)
     if args.epochs is not None:

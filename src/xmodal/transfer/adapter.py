@@ -1,11 +1,15 @@
-"""``adapter``: bottleneck adapters after every block of the frozen vision trunk.
+"""``adapter``: bottleneck adapters in every block of the frozen vision trunk.
 
-A residual down-project / GELU / up-project module on each block's output (Houlsby et al.,
-"Parameter-Efficient Transfer Learning for NLP", ICML 2019; AIM: Yang et al., ICLR 2023). The
-``temporal`` variant adds a depthwise convolution over frames inside the bottleneck, mixing each
-token with the same token in neighbouring frames (ST-Adapter: Pan et al., NeurIPS 2022). Adapters
-are injected with forward hooks (the base model's modules and parameter names are unchanged); the up
-projection starts at zero, so the adapted model starts equal to the base.
+A residual down-project / GELU / up-project module whose up projection starts at zero, so the adapted
+model starts equal to the base. By default it is the video adapter of ST-Adapter (Pan et al.,
+"ST-Adapter: Parameter-Efficient Image-to-Video Transfer Learning", NeurIPS 2022): one adapter on
+the input of each block (``position="input"``) with a depthwise convolution over frames inside the
+bottleneck (``temporal=true``), mixing each token with the same token in neighbouring frames, so the
+frozen image blocks see motion from the first layer on. ``temporal=false`` gives a per-frame adapter
+(Houlsby et al., "Parameter-Efficient Transfer Learning for NLP", ICML 2019); ``position="sublayers"``
+places Houlsby's two per block, on the outputs of the attention and MLP sub-layers before the residual
+sums. As in Houlsby et al., the trunk's LayerNorms train too (``norms``). Adapters are injected with
+forward hooks: the base model's modules and parameter names are unchanged.
 """
 
 from __future__ import annotations
@@ -16,16 +20,21 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from xmodal.errors import ConfigError
 from xmodal.transfer.base import STRATEGIES, VideoClassifier
 from xmodal.transfer.heads import HeadConfig
-from xmodal.transfer.hooks import first_tensor, replace_first, vision_blocks, vision_width
+from xmodal.transfer.hooks import (block_input, block_sublayers, first_tensor, replace_first, train_norms,
+                                  vision_blocks, vision_width, with_block_input)
 from xmodal.transfer.temporal_head import head_classifier
 
 
 @dataclass
 class AdapterConfig:
     bottleneck: int = 8  # adapter hidden width
-    temporal: bool = False  # ST-Adapter: depthwise temporal convolution across frames in the bottleneck
+    temporal: bool = True  # ST-Adapter: depthwise temporal convolution across frames in the bottleneck
+    position: str = "input"  # "input": on each block's input (ST-Adapter); "sublayers": after attention and
+    # after MLP (Houlsby; two per block, so twice the parameters)
+    norms: bool = True  # also train the trunk's LayerNorms, as Houlsby et al. do
     kernel: int = 3  # temporal kernel size, frames (odd)
     head: HeadConfig = field(default_factory=HeadConfig)  # temporal head over the frame features
 
@@ -61,19 +70,35 @@ def _hook(adapter: Adapter):
     return run
 
 
+def _pre_hook(adapter: Adapter):
+    def run(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        x, as_kwarg = block_input(args, kwargs)
+        return with_block_input(args, kwargs, adapter(x), as_kwarg)
+
+    return run
+
+
 class AdapterStrategy:
     config_cls = AdapterConfig
     frozen = False
-    paper = "Houlsby et al., ICML 2019; temporal: ST-Adapter (Pan et al., NeurIPS 2022) / AIM (Yang et al., ICLR 2023)"
+    paper = "ST-Adapter (Pan et al., NeurIPS 2022); per-frame: Houlsby et al., ICML 2019"
 
     def apply(self, model: Any, classes: Sequence[str], cfg: AdapterConfig) -> VideoClassifier:
+        if cfg.position not in ("input", "sublayers"):
+            raise ConfigError(f"adapter: position must be 'input' or 'sublayers', got {cfg.position!r}")
         blocks = vision_blocks(model.tower("image"), "adapter")
+        sites = [m for b in blocks for m in block_sublayers(b)] if cfg.position == "sublayers" else blocks
         width = vision_width(model.tower("image"))
         clf = head_classifier(model, classes, "adapter", cfg, frozen=False)
-        adapters = nn.ModuleList(Adapter(width, cfg, clf.context) for _ in blocks)
+        adapters = nn.ModuleList(Adapter(width, cfg, clf.context) for _ in sites)
         clf.added["adapters"] = adapters
-        for block, adapter in zip(blocks, adapters):
-            block.register_forward_hook(_hook(adapter))
+        for site, adapter in zip(sites, adapters):
+            if cfg.position == "input":
+                site.register_forward_pre_hook(_pre_hook(adapter), with_kwargs=True)
+            else:
+                site.register_forward_hook(_hook(adapter))
+        if cfg.norms:
+            train_norms(clf.vision)
         return clf
 
 

@@ -32,7 +32,7 @@ from xmodal.transfer.train import TransferConfig, split_rows, transfer
 ALL: tuple[str, ...] = (
     "zero_shot", "linear_probe", "temporal_head:head.kind=mean", "temporal_head:head.kind=attention",
     "temporal_head:head.kind=transformer", "temporal_head:head.kind=conv", "side_network", "distill",
-    "full", "partial:mode=last_k", "partial:mode=bitfit", "adapter", "adapter:temporal=true", "lora", "prompt",
+    "full", "partial:mode=last_k", "partial:mode=bitfit", "adapter", "adapter:temporal=false", "lora", "prompt",
 )
 FAST: tuple[str, ...] = ("zero_shot", "linear_probe", "temporal_head", "side_network")
 
@@ -44,13 +44,16 @@ class CompareConfig:
     model: str = ""  # base model (checkpoint folder or CLIP/SigLIP name); "" = align a LiT ViT on the world
     data: str = ""  # video manifest or folder of class folders; "" = the built-in world's clips
     world: WorldConfig = field(default_factory=lambda: WorldConfig(
-        images_train=40, clips_train=48, clips_val=8, clips_test=16))  # the built-in world (when data is "")
+        images_train=40, clips_train=48, clips_val=16, clips_test=48))  # the built-in world (when data is ""):
+    # 384 train / 128 val / 384 test clips of the 8 motion classes (one test clip = 0.26 points)
     base: LiTConfig = field(default_factory=lambda: LiTConfig(num_frames=8, vision=VisionConfig(
         arch="vit", width=96, depth=4, patch_size=8, image_size=32, heads=4)))  # LiT aligned first (model "")
     align: AlignConfig = field(default_factory=lambda: AlignConfig(
         batch_size=128, label_column="", fit=FitConfig(epochs=15, lr=2e-3, monitor="", progress=False)))  # alignment
     # of that LiT base: pairs only (no class positives), so the embedding keeps each caption's size and place
     transfer: TransferConfig = field(default_factory=TransferConfig)  # shared settings of every strategy run
+    seeds: int = 1  # training runs per strategy, seeded transfer.seed, +1, ...; > 1 reports mean and std of
+    # the accuracies (on small data one run's top-1 moves by several points with the seed alone)
     threads: int = 0  # torch CPU threads; 0 = torch's default
     progress: bool = False  # progress bars
 
@@ -109,30 +112,49 @@ def prepare(cfg: CompareConfig, say: Callable[[str], None]) -> tuple[str, dict[s
 
 
 def run_one(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
-            say: Callable[[str], None]) -> dict[str, Any]:
-    """Transfer a fresh copy of the base with one strategy spec; cached in ``out/runs/<label>``."""
+            say: Callable[[str], None], k: int = 0) -> dict[str, Any]:
+    """Transfer a fresh copy of the base with one strategy spec and the ``k``-th seed; cached in
+    ``out/runs/<label>`` (``<label>@seed<seed>`` for k > 0)."""
     import dataclasses
 
     import xmodal
 
     label, name, options = parse_spec(spec)
-    run = Path(cfg.out) / "runs" / label
+    seed = cfg.transfer.seed + k
+    run = Path(cfg.out) / "runs" / (label if k == 0 else f"{label}@seed{seed}")
     done = run / "metrics.json"
     if done.is_file():
-        say(f"{label}: cached in {run}")
-        return json.loads(done.read_text())
-    tcfg = dataclasses.replace(cfg.transfer, strategy=name, options=options)
+        say(f"{run.name}: cached in {run}")
+        return {"seed": seed, **json.loads(done.read_text())}
+    tcfg = dataclasses.replace(cfg.transfer, strategy=name, options=options, seed=seed)
     tcfg.fit = dataclasses.replace(tcfg.fit, progress=cfg.progress, verbose=False)
     model = xmodal.load(base)
     t0 = time.perf_counter()
     res = transfer(model, splits["train"], tcfg, splits["val"] or None, splits["test"] or None, root=root, out=run, base=base)
-    metrics = {"label": label, "paper": STRATEGIES.get(name).paper, "options": options, **res.metrics,
+    metrics = {"label": label, "paper": STRATEGIES.get(name).paper, "options": options, "seed": seed, **res.metrics,
                "wall_seconds": time.perf_counter() - t0}
     metrics.pop("confusion", None)
     done.write_text(json.dumps(metrics, indent=2, default=float))
-    say(f"{label}: top-1 {metrics.get('top1', float('nan')):.3f}, {metrics['trainable_params']:,} trainable, "
+    say(f"{run.name}: top-1 {metrics.get('top1', float('nan')):.3f}, {metrics['trainable_params']:,} trainable, "
         f"{metrics['train_seconds']:.1f}s")
     return metrics
+
+
+SEEDED = ("top1", "top5", "mean_class_accuracy", "train_seconds")  # averaged over seeds
+
+
+def run_seeds(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
+              say: Callable[[str], None]) -> dict[str, Any]:
+    """``cfg.seeds`` runs of one spec: the first run's record with ``SEEDED`` figures averaged, their
+    standard deviations as ``<key>_std`` and every run's top-1 in ``top1_runs``."""
+    runs = [run_one(spec, base, splits, root, cfg, say, k) for k in range(cfg.seeds)]
+    if len(runs) == 1:
+        return runs[0]
+    merged = dict(runs[0], seeds=[r["seed"] for r in runs], top1_runs=[r["top1"] for r in runs])
+    for key in SEEDED:
+        values = torch.tensor([float(r.get(key, float("nan"))) for r in runs], dtype=torch.float64)
+        merged[key], merged[f"{key}_std"] = float(values.mean()), float(values.std())
+    return merged
 
 
 def table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -143,7 +165,9 @@ def table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ret = r.get("retrieval", {})
         rows.append({
             "strategy": r["label"], "backbone": "frozen" if r["frozen_backbone"] else "tuned",
-            "top1": round(r.get("top1", float("nan")), 4), "top5": round(r.get("top5", float("nan")), 4),
+            "top1": round(r.get("top1", float("nan")), 4),
+            **({"top1 std": round(r["top1_std"], 4), "seeds": len(r["seeds"])} if "top1_std" in r else {}),
+            "top5": round(r.get("top5", float("nan")), 4),
             "mean class acc": round(r.get("mean_class_accuracy", float("nan")), 4),
             "v2t R@1": round(ret.get("v2t_R@1", float("nan")), 3), "t2v R@1": round(ret.get("t2v_R@1", float("nan")), 3),
             "trainable": r["trainable_params"],
@@ -194,9 +218,11 @@ def compare(cfg: CompareConfig | None = None, say: Callable[[str], None] = print
     specs = expand(cfg.strategies)
     for spec in specs:
         parse_spec(spec)  # unknown names fail before any work
+    if cfg.seeds < 1:
+        raise ConfigError(f"compare: seeds must be >= 1, got {cfg.seeds}")
     start = time.perf_counter()
     base, splits, root = prepare(cfg, say)
-    results = [run_one(spec, base, splits, root, cfg, say) for spec in specs]
+    results = [run_seeds(spec, base, splits, root, cfg, say) for spec in specs]
     rows = table_rows(results)
     out = Path(cfg.out) / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -209,11 +235,14 @@ def compare(cfg: CompareConfig | None = None, say: Callable[[str], None] = print
                    "Peak memory is the growth of the process's resident memory during the run (CPU); strategies "
                    "run one after another in one process, so a run that fits in memory freed by an earlier one "
                    "shows ~0 — `xmodal transfer` measures one strategy in a fresh process")
-    sections = [("Setup", f"Base model: `{base}`. Clips: {summary['splits']}. Wall time {wall:.0f}s. {memory_note}."),
+    seeds = (f" Every strategy ran with {cfg.seeds} seeds ({cfg.transfer.seed}, +1, ...): accuracies and train time are "
+             "means, `top1 std` their standard deviation." if cfg.seeds > 1 else "")
+    sections = [("Setup", f"Base model: `{base}`. Clips: {summary['splits']}. Wall time {wall:.0f}s.{seeds} {memory_note}."),
                 ("Results (test split)", markdown_table(rows)),
                 ("Strategies", "\n".join(f"- **{r['label']}**: {r['paper']}" for r in results))]
     files = write_report(out, summary, "xmodal compare: image-to-video transfer strategies", sections, plots)
-    say("\n" + text_table(rows, ["strategy", "backbone", "top1", "mean class acc", "v2t R@1", "trainable", "% of full",
-                                 "train s", "s/epoch", "clips/s", "MFLOPs/clip"]))
+    seeded = ["top1 std"] if cfg.seeds > 1 else []
+    say("\n" + text_table(rows, ["strategy", "backbone", "top1", *seeded, "mean class acc", "v2t R@1", "trainable",
+                                 "% of full", "train s", "s/epoch", "clips/s", "MFLOPs/clip"]))
     say(f"\nwall time {wall:.0f}s; report: {files['report']}")
     return summary

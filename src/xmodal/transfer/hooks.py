@@ -29,6 +29,18 @@ def vision_blocks(tower: nn.Module, need: str = "this strategy") -> list[nn.Modu
                       f"this image tower ({type(getattr(tower, 'trunk_net', tower)).__name__}) has no blocks")
 
 
+def block_sublayers(block: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(attention, MLP) sub-layers of a transformer block: their outputs are added to the residual
+    stream, so a hook on them acts before the residual sum (LiT ``attn``/``mlp``, transformers
+    ``self_attn``/``mlp``)."""
+    attn = getattr(block, "attn", None)
+    attn = attn if attn is not None else getattr(block, "self_attn", None)
+    mlp = getattr(block, "mlp", None)
+    if attn is None or mlp is None:
+        raise ConfigError(f"{type(block).__name__} has no attention / MLP sub-layers (attn or self_attn, and mlp)")
+    return attn, mlp
+
+
 def vision_width(tower: nn.Module) -> int:
     """Width of the pooled trunk features (``tower.trunk``) = token width of the blocks."""
     trunk = getattr(tower, "trunk_net", None)
@@ -49,6 +61,14 @@ def final_parts(tower: nn.Module) -> list[nn.Module]:
 def trunk_modules(tower: nn.Module) -> list[nn.Module]:
     """The feature extractor of a tower (everything but the projection into the shared space)."""
     return [getattr(tower, "trunk_net", None) or tower.encoder]
+
+
+def train_norms(tower: nn.Module) -> None:
+    """Let the LayerNorms of a tower's trunk train (with adapters: Houlsby et al., 2019)."""
+    for trunk in trunk_modules(tower):
+        for module in trunk.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.requires_grad_(True)
 
 
 def first_tensor(output: Any) -> torch.Tensor:

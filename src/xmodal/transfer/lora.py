@@ -44,6 +44,8 @@ def merge_lora(root: nn.Module) -> None:
 class LoRA:
     config_cls = LoRAConfig
     frozen = False
+    default_lr = 1e-2  # LoRA wants a higher rate than a head or full tuning: B starts at zero and the update
+    # is low-rank (Hu et al. tune it per task); measured on the world's motion classes, 1e-2 beats 3e-3 on val
     paper = "Hu et al., LoRA: Low-Rank Adaptation of Large Language Models, ICLR 2022 (via PEFT)"
 
     def apply(self, model: Any, classes: Sequence[str], cfg: LoRAConfig) -> VideoClassifier:

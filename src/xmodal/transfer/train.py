@@ -41,7 +41,7 @@ class TransferConfig:
     label_column: str = "label"  # manifest column with the class names
     caption_column: str = "caption"  # manifest column with captions (retrieval); missing = no retrieval
     batch_size: int = 32  # clips per batch
-    lr: float = 0.0  # peak learning rate; 0 = the strategy's default
+    lr: float = 0.0  # peak learning rate; 0 = the strategy's ``default_lr`` (LoRA), else fit.lr
     num_workers: int = 0  # DataLoader worker processes for decoding
     on_error: str = "raise"  # unreadable clip: "raise" or "skip" (counted, listed)
     seed: int = 0  # seeds initialisation and shuffling
@@ -165,14 +165,15 @@ def train(clf: VideoClassifier, train_clips: ClipSet, val_clips: ClipSet | None,
 
 
 def _fit_config(cfg: TransferConfig, strategy: Any) -> FitConfig:
-    """The engine settings of a run: ``cfg.lr`` (else ``cfg.fit.lr``) for what the strategy adds, scaled
-    by the strategy's ``backbone_lr_scale`` for the base weights it unfreezes (full / partial tuning:
-    a pretrained backbone moves gently under a freshly initialised head)."""
+    """The engine settings of a run: ``cfg.lr`` (else the strategy's ``default_lr``, else ``cfg.fit.lr``)
+    for what the strategy adds, scaled by the strategy's ``backbone_lr_scale`` for the base weights it
+    unfreezes (full / partial tuning: a pretrained backbone moves gently under a freshly initialised head)."""
     import dataclasses
 
     scales = dict(cfg.fit.lr_scales)
     scales.setdefault("base.", getattr(strategy, "backbone_lr_scale", 1.0))
-    return dataclasses.replace(cfg.fit, lr=cfg.lr if cfg.lr > 0 else cfg.fit.lr, lr_scales=scales)
+    lr = cfg.lr if cfg.lr > 0 else getattr(strategy, "default_lr", cfg.fit.lr)
+    return dataclasses.replace(cfg.fit, lr=lr, lr_scales=scales)
 
 
 def evaluate(clf: VideoClassifier, clips: ClipSet, batch_size: int = 32) -> dict[str, Any]:
