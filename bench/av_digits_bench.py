@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 import xmodal
-from xmodal.align.train import AlignConfig, align
-from xmodal.bind.bind import BindConfig, bind
+from xmodal.alignment.train import AlignConfig, align
+from xmodal.binding.train import BindConfig, bind
 from xmodal.data.manifest import read_manifest
 from xmodal.engine.fit import FitConfig
 from xmodal.eval.metrics import retrieval_metrics

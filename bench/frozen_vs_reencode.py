@@ -25,7 +25,7 @@ import xmodal
 from xmodal.data.manifest import read_manifest
 from xmodal.engine.fit import FitConfig, fit
 from xmodal.eval.report import text_table
-from xmodal.transfer.train import TransferConfig, _cache, build, load_clips, split_rows
+from xmodal.strategies.train import TransferConfig, _cache, build, load_clips, split_rows
 
 
 def _data(args) -> tuple[object, list[dict], Path]:
@@ -33,7 +33,7 @@ def _data(args) -> tuple[object, list[dict], Path]:
         return xmodal.load(args.model), read_manifest(args.data), Path(args.data).parent
     if Path("xmodal-compare/base/model/xmodal.json").is_file():
         return xmodal.load("xmodal-compare/base/model"), read_manifest("xmodal-compare/world/videos.csv"), Path("xmodal-compare/world")
-    from xmodal.data.world import WorldConfig, generate_world, world_paths
+    from xmodal.experiments.world import WorldConfig, generate_world, world_paths
 
     root = generate_world("bench-world", WorldConfig(images_train=1, images_val=1, images_test=1, clips_train=4, clips_val=1, clips_test=1))
     model = xmodal.load("lit", num_frames=8, vision={"arch": "vit", "width": 96, "depth": 4, "patch_size": 8, "image_size": 32})

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 
 import xmodal
-from xmodal.align.train import AlignConfig, align
-from xmodal.bind.bind import BindConfig, bind
+from xmodal.alignment.train import AlignConfig, align
+from xmodal.binding.train import BindConfig, bind
 from xmodal.data.manifest import read_manifest
-from xmodal.data.world import WorldConfig, generate_world, world_paths
+from xmodal.experiments.world import WorldConfig, generate_world, world_paths
 from xmodal.engine.fit import FitConfig
 from xmodal.eval.metrics import retrieval_metrics
 from xmodal.eval.report import text_table

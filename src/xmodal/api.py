@@ -1,4 +1,4 @@
-"""The typed public API: ``xmodal.load``, ``xmodal.align``, ``xmodal.zeroshot``, ``xmodal.world``."""
+"""The typed public API: ``xmodal.load``, ``xmodal.alignment``, ``xmodal.zeroshot``, ``xmodal.world``."""
 
 from __future__ import annotations
 

@@ -29,8 +29,8 @@ def _hf_clip(folders: dict[str, Path]) -> XModel:
 
 def _bound(folders: dict[str, Path]) -> XModel:
     """A LiT model with an audio tower bound to it (xmodal.bind)."""
-    from xmodal.bind.backbone import add_tower
-    from xmodal.bind.encoders import Tower, build_encoder
+    from xmodal.backbones.bound import add_tower
+    from xmodal.encoders.base import Tower, build_encoder
 
     base = _lit(folders)
     net, spec, record = build_encoder("audio_cnn", {"width": 8, "depth": 2}, {"sample_rate": 8000, "n_mels": 16,

@@ -16,7 +16,7 @@ TINY_WORLD = dict(colours=("red", "green", "blue"), shapes=("circle", "square", 
 
 @pytest.fixture(scope="session")
 def tiny_world_src(tmp_path_factory) -> Path:
-    from xmodal.data.world import WorldConfig, generate_world
+    from xmodal.experiments.world import WorldConfig, generate_world
 
     return Path(generate_world(tmp_path_factory.mktemp("world") / "w", WorldConfig(**TINY_WORLD), progress=False))
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from xmodal.backbones.base import BACKBONES, XModel
-from xmodal.backbones.vision import VisionConfig, build_vision
+from xmodal.encoders.vision import VisionConfig, build_vision
 from xmodal.errors import ConfigError
 from xmodal.modalities.base import ImageSpec, TextSpec, VideoSpec
 

@@ -42,8 +42,8 @@ def bind_args(p: argparse.ArgumentParser) -> None:
 
 def bind(args: argparse.Namespace) -> int:
     import xmodal
-    from xmodal.bind.bind import BindConfig
-    from xmodal.bind.bind import bind as run_bind
+    from xmodal.binding.train import BindConfig
+    from xmodal.binding.train import bind as run_bind
 
     base: dict[str, Any] = {k: v for k, v in (("modality", args.modality), ("encoder", args.encoder),
                                               ("anchor", args.anchor)) if v is not None}

@@ -45,7 +45,7 @@ def demo_args(p: argparse.ArgumentParser) -> None:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from xmodal.demo import DemoConfig, run_demo
+    from xmodal.experiments.demo import DemoConfig, run_demo
 
     base: dict[str, Any] = {"out": args.out, "progress": not args.no_progress}
     if args.epochs is not None:
@@ -63,14 +63,14 @@ def world_args(p: argparse.ArgumentParser) -> None:
 
 
 def world(args: argparse.Namespace) -> int:
-    from xmodal.data.world import WorldConfig, generate_world, world_paths
+    from xmodal.experiments.world import WorldConfig, generate_world, world_paths
 
     base = {} if args.seed is None else {"seed": args.seed}
     root = generate_world(Path(args.out), _build_config(WorldConfig, args, base))
     for name, path in world_paths(root).items():
         print(f"{name}: {path}")
     if args.preview:
-        from xmodal.data.preview import write_preview
+        from xmodal.experiments.preview import write_preview
 
         for path in write_preview(root):
             print(f"preview: {path}")
@@ -116,8 +116,8 @@ def _column(rows: list[dict[str, Any]], name: str, source: str) -> list[Any]:
 
 def align(args: argparse.Namespace) -> int:
     import xmodal
-    from xmodal.align.train import AlignConfig
-    from xmodal.align.train import align as run_align
+    from xmodal.alignment.train import AlignConfig
+    from xmodal.alignment.train import align as run_align
 
     base: dict[str, Any] = {}
     for key, value in (("loss", args.loss), ("batch_size", args.batch_size), ("on_error", args.on_error)):

@@ -30,7 +30,7 @@ def transfer_args(p: argparse.ArgumentParser) -> None:
 
 def _splits(args: argparse.Namespace, label_column: str) -> tuple[dict[str, list[dict[str, Any]]], Path]:
     from xmodal.data.manifest import load_media_manifest
-    from xmodal.transfer.train import split_rows
+    from xmodal.strategies.train import split_rows
 
     rows, root = load_media_manifest(args.data)
     splits = split_rows(rows, label_column)
@@ -51,8 +51,8 @@ def transfer(args: argparse.Namespace) -> int:
     import xmodal
     from xmodal.config import apply_overrides
     from xmodal.eval.report import text_table
-    from xmodal.transfer.train import TransferConfig
-    from xmodal.transfer.train import transfer as run_transfer
+    from xmodal.strategies.train import TransferConfig
+    from xmodal.strategies.train import transfer as run_transfer
 
     base: dict[str, Any] = {"strategy": args.strategy, "options": apply_overrides({}, args.option)}
     if args.on_error:
@@ -93,8 +93,8 @@ def compare_args(p: argparse.ArgumentParser) -> None:
 
 
 def compare(args: argparse.Namespace) -> int:
-    from xmodal.transfer.compare import CompareConfig
-    from xmodal.transfer.compare import compare as run_compare
+    from xmodal.experiments.compare import CompareConfig
+    from xmodal.experiments.compare import compare as run_compare
 
     sep = ";" if ";" in args.strategies else ","
     specs = [s.strip() for s in args.strategies.split(sep) if s.strip()]

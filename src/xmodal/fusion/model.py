@@ -1,4 +1,4 @@
-"""The fusion classifier: one encoder per modality (``bind.encoders.ENCODERS``) feeding a fusion.
+"""The fusion classifier: one encoder per modality (``xmodal.encoders.ENCODERS``) feeding a fusion.
 
 Checkpoints are a folder with ``fusion.json`` (config, class names, encoder records) and
 ``model.safetensors``; :func:`load_fusion` rebuilds it (nothing is unpickled).
@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from xmodal.bind.encoders import build_encoder
+from xmodal.encoders.base import build_encoder
 from xmodal.errors import CheckpointError, ConfigError
 from xmodal.fusion.base import FUSIONS, FusionParams
 
@@ -96,7 +96,7 @@ class FusionClassifier(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         meta = {"format": FORMAT, "fusion": self.fusion_name, "classes": self.classes,
                 "params": asdict(self.params), "encoders": self.records}
-        from xmodal.bind.encoders import ENCODERS
+        from xmodal.encoders.base import ENCODERS
 
         for m, rec in self.records.items():
             ENCODERS.get(rec["encoder"]).save_assets(self.encoders[m], path / "assets" / m)

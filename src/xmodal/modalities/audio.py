@@ -153,6 +153,9 @@ class AudioModality:
 
     name = "audio"
     extensions = EXTENSIONS
+    spec_cls = AudioSpec
+    is_file = True
+    frames_of = None
 
     def load(self, item: str | Path, spec: AudioSpec) -> torch.Tensor:
         """An audio file -> float32 ``[n_mels, frames]``."""

@@ -51,8 +51,11 @@ class Modality(Protocol):
     """One kind of input. ``load`` takes a path (a string for text) and returns one sample;
     ``collate`` stacks samples into the batch dict a tower's ``forward`` takes."""
 
-    name: str
-    extensions: tuple[str, ...]
+    name: str  # registry name
+    extensions: tuple[str, ...]  # file suffixes this modality reads (folders of class folders, indexing)
+    spec_cls: type | None  # its preprocessing settings dataclass (what ``model.spec(name)`` returns)
+    is_file: bool  # True: items are file paths (resolved against a data root); False: items are strings
+    frames_of: str | None  # a sequence of another modality's items (video: frames of "image"), else None
 
     def load(self, item: Any, spec: Any) -> Any: ...
 

@@ -107,6 +107,9 @@ class ImageModality:
 
     name = "image"
     extensions = EXTENSIONS
+    spec_cls = ImageSpec
+    is_file = True
+    frames_of = None
 
     def load(self, item: str | Path | Image.Image, spec: ImageSpec) -> torch.Tensor:
         """A file path (or an in-memory image) -> ``[3, size, size]``."""

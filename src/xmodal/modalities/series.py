@@ -83,6 +83,9 @@ class SeriesModality:
 
     name = "series"
     extensions = EXTENSIONS
+    spec_cls = SeriesSpec
+    is_file = True
+    frames_of = None
 
     def load(self, item: str | Path, spec: SeriesSpec) -> torch.Tensor:
         """A stream file -> float32 ``[channels, spec.length]``."""

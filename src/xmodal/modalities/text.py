@@ -36,6 +36,9 @@ class TextModality:
 
     name = "text"
     extensions = EXTENSIONS
+    spec_cls = TextSpec
+    is_file = False
+    frames_of = None
 
     def load(self, item: Any, spec: TextSpec | None = None, source: str | None = None) -> str:
         """The stripped caption ``item``; a DataError naming ``source`` (or the file, or ``<text>``)

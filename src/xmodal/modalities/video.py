@@ -155,6 +155,9 @@ class VideoModality:
 
     name = "video"
     extensions = EXTENSIONS
+    spec_cls = VideoSpec
+    is_file = True
+    frames_of = "image"
 
     def load(self, item: str | Path, spec: VideoSpec, generator: torch.Generator | None = None) -> torch.Tensor:
         """A video file -> float32 ``[num_frames, 3, size, size]``."""

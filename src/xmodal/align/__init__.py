@@ -1,6 +1,0 @@
-"""Contrastive alignment of towers (CLIP / SigLIP losses, LiT locking, feature caching)."""
-
-from xmodal.align.losses import LOSSES, clip_loss, siglip_loss
-from xmodal.align.train import AlignConfig, AlignResult, align
-
-__all__ = ["LOSSES", "AlignConfig", "AlignResult", "align", "clip_loss", "siglip_loss"]

@@ -1,0 +1,75 @@
+"""``side_network``: a light network beside the frozen backbone reads several of its layers.
+
+After EVL (Lin et al., "Frozen CLIP Models are Efficient Video Learners", ECCV 2022): no gradient
+enters the backbone; a side network reads all tokens of the last ``layers`` blocks of each frame,
+projects each to a few channels, fuses the layers with learned weights and models time over the
+flattened token maps with the temporal head. The intermediate features are cached, so training is as cheap as a head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from xmodal.errors import ConfigError
+from xmodal.strategies.base import STRATEGIES, VideoClassifier, freeze
+from xmodal.strategies.heads import HeadConfig, TemporalHead
+from xmodal.strategies.hooks import vision_blocks, vision_width
+
+
+@dataclass
+class SideNetworkConfig:
+    layers: int = 0  # how many of the last blocks' outputs the side network reads; 0 = all
+    width: int = 4  # width each token of each layer is projected to before fusion
+    head: HeadConfig = field(default_factory=HeadConfig)  # temporal head over the fused features
+
+
+def layer_tokens(clf: VideoClassifier, pixels: torch.Tensor) -> torch.Tensor:
+    """``[B, T, L, N, W]``: every token (class token and patches, so *where* things are survives) of
+    the last L blocks, per frame."""
+    b, t = pixels.shape[:2]
+    clf.context["frames"] = t
+    feats = clf.vision.forward_features({"pixel_values": pixels.flatten(0, 1)})
+    feats = feats[-(clf.config.layers or len(vision_blocks(clf.vision))):]
+    return torch.stack(feats, 1).view(b, t, len(feats), *feats[0].shape[1:])
+
+
+class SideNetwork(nn.Module):
+    """Per-layer norm + token projection, softmax-weighted sum over layers, the token map flattened
+    (keeping token positions), then a temporal head over frames."""
+
+    def __init__(self, layers: int, tokens: int, in_dim: int, width: int, num_classes: int, head: HeadConfig) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList(nn.LayerNorm(in_dim) for _ in range(layers))
+        self.projs = nn.ModuleList(nn.Linear(in_dim, width) for _ in range(layers))
+        self.mix = nn.Parameter(torch.zeros(layers))
+        self.head = TemporalHead(tokens * width, num_classes, head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = [proj(norm(x[:, :, i])) for i, (norm, proj) in enumerate(zip(self.norms, self.projs))]
+        fused = (torch.stack(parts, 2) * self.mix.softmax(0)[:, None, None]).sum(2)  # [B, T, N, width]
+        return self.head(nn.functional.gelu(fused).flatten(2))
+
+
+class SideNetworkStrategy:
+    config_cls = SideNetworkConfig
+    frozen = True
+    paper = "Lin et al., EVL: Frozen CLIP Models are Efficient Video Learners, ECCV 2022"
+
+    def apply(self, model: Any, classes: Sequence[str], cfg: SideNetworkConfig) -> VideoClassifier:
+        tower = model.tower("image")
+        n = len(vision_blocks(tower, "side_network"))
+        if not 0 <= cfg.layers <= n:
+            raise ConfigError(f"side_network.layers must be in 0..{n} (blocks of this tower), got {cfg.layers}")
+        freeze(model)
+        size = model.spec("image").size
+        with torch.no_grad():
+            tokens = tower.forward_features({"pixel_values": torch.zeros(1, 3, size, size)})[-1].shape[1]
+        net = SideNetwork(cfg.layers or n, tokens, vision_width(tower), cfg.width, len(classes), cfg.head)
+        return VideoClassifier(model, classes, "side_network", cfg, {"head": net}, frozen=True, reader=layer_tokens)
+
+
+STRATEGIES.register("side_network", SideNetworkStrategy())

@@ -1,0 +1,122 @@
+"""The transfer entry point on real (tiny) video files: caching, training, metrics, save/load, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import xmodal
+from xmodal.data.manifest import read_manifest
+from xmodal.engine.fit import FitConfig
+from xmodal.strategies import load_transfer
+from xmodal.strategies.train import TransferConfig, split_rows, transfer
+
+
+def _cfg(strategy: str, epochs: int = 2, **options) -> TransferConfig:
+    return TransferConfig(strategy=strategy, options=options, batch_size=4,
+                          fit=FitConfig(epochs=epochs, lr=1e-2, monitor="val_top1", restore_best=True, progress=False, verbose=False))
+
+
+def _splits(manifest):
+    return split_rows(read_manifest(manifest))
+
+
+@pytest.mark.parametrize("name", ["temporal_head", "lora"])
+def test_transfer_trains_measures_and_saves(name, make_lit, video_manifest, tmp_path):
+    s = _splits(video_manifest)
+    res = transfer(make_lit(), s["train"], _cfg(name), s["val"], s["test"], root=video_manifest.parent, out=tmp_path)
+    m = res.metrics
+    for key in ("top1", "top5", "mean_class_accuracy", "trainable_params", "total_params", "train_seconds",
+                "peak_memory_mb", "throughput_clips_per_s", "flops_per_clip"):
+        assert key in m, key
+    assert m["flops_per_clip"] > 0 and m["throughput_clips_per_s"] > 0 and 0 < m["trainable_params"] < m["total_params"]
+    assert set(m["retrieval"]) >= {"v2t_R@1", "v2t_R@5", "v2t_R@10", "v2t_median_rank", "t2v_R@1", "t2v_median_rank"}
+    assert m["frozen_backbone"] is (name == "temporal_head")
+    assert (tmp_path / "train" / "log.jsonl").is_file()
+    meta = json.loads((tmp_path / "model" / "transfer.json").read_text())
+    assert meta["strategy"] == name and meta["base"] == str((tmp_path / "base").resolve())
+    loaded = load_transfer(tmp_path / "model")
+    x = torch.randn(2, 4, 3, 16, 16)
+    res.classifier.eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), res.classifier(x), atol=1e-5)
+
+
+def test_frozen_strategy_encodes_each_clip_once(make_lit, video_manifest, monkeypatch):
+    """Backbone calls do not grow with epochs: features are cached, not re-encoded."""
+    s = _splits(video_manifest)
+    counts = []
+    for epochs in (1, 6):
+        model = make_lit()
+        calls = []
+        tower = model.tower("image")
+        original = tower.trunk
+        monkeypatch.setattr(tower, "trunk", lambda batch, calls=calls, original=original: calls.append(1) or original(batch))
+        transfer(model, s["train"], _cfg("temporal_head", epochs=epochs), s["val"], None, root=video_manifest.parent)
+        counts.append(len(calls))
+    assert counts[0] == counts[1]
+
+
+def test_folder_of_class_folders_and_unknown_test_class(make_lit, video_manifest, tmp_path):
+    from xmodal.errors import DataError
+
+    rows = read_manifest(video_manifest)
+    root = video_manifest.parent
+    bad = [dict(r, label="spinning") for r in rows if r["split"] == "test"]
+    with pytest.raises(DataError, match="spinning"):
+        transfer(make_lit(), [r for r in rows if r["split"] == "train"], _cfg("linear_probe", 1), None, bad, root=root)
+    parts = split_rows([{"path": f"{i}.mp4", "label": "ab"[i % 2]} for i in range(20)])
+    assert [len(parts[k]) for k in ("train", "val", "test")] == [12, 4, 4]
+
+
+def test_cli_transfer_and_compare(make_lit, video_manifest, tmp_path, capsys):
+    from xmodal.cli.main import main
+
+    base = make_lit().save_pretrained(tmp_path / "base")
+    out = tmp_path / "t"
+    rc = main(["transfer", "--strategy", "adapter", "--model", str(base), "--data", str(video_manifest), "--out", str(out),
+               "--epochs", "1", "--option", "temporal=false", "--no-progress", "--set", "batch_size=4"])
+    assert rc == 0 and (out / "model" / "strategy.safetensors").is_file() and (out / "metrics.json").is_file()
+    assert json.loads((out / "model" / "transfer.json").read_text())["config"]["temporal"] is False
+    rc = main(["compare", "--strategies", "zero_shot,linear_probe,temporal_head:head.kind=conv,lora", "--model", str(base),
+               "--data", str(video_manifest), "--out", str(tmp_path / "c"), "--epochs", "1", "--set", "transfer.batch_size=4"])
+    assert rc == 0
+    report = tmp_path / "c" / "report"
+    assert {"results.json", "report.md", "accuracy_vs_params.png", "accuracy_vs_time.png"} <= {p.name for p in report.iterdir()}
+    table = json.loads((report / "results.json").read_text())["table"]
+    assert [r["strategy"] for r in table] == ["zero_shot", "linear_probe", "temporal_head[kind=conv]", "lora"]
+    assert "% of full" in table[0]
+    assert main(["transfer", "--strategy", "nope", "--model", str(base), "--data", str(video_manifest), "--out", str(out)]) == 2
+    assert "unknown strategy" in capsys.readouterr().err
+
+
+def test_learning_rate_is_the_users_else_the_strategys_else_the_engines():
+    from xmodal.strategies import STRATEGIES
+    from xmodal.strategies.train import _fit_config
+
+    lora, adapter, full = (STRATEGIES.get(n) for n in ("lora", "adapter", "full"))
+    assert _fit_config(TransferConfig(), lora).lr == lora.default_lr != TransferConfig().fit.lr
+    assert _fit_config(TransferConfig(lr=3e-3), lora).lr == 3e-3
+    assert _fit_config(TransferConfig(), adapter).lr == TransferConfig().fit.lr
+    assert _fit_config(TransferConfig(), full).lr_scales["base."] == full.backbone_lr_scale < 1
+
+
+def test_compare_with_seeds_reports_mean_and_spread(make_lit, video_manifest, tmp_path):
+    from xmodal.errors import ConfigError
+    from xmodal.experiments.compare import CompareConfig, compare
+
+    base = make_lit().save_pretrained(tmp_path / "base")
+    cfg = CompareConfig(out=str(tmp_path / "c"), strategies=("zero_shot", "temporal_head"), model=str(base),
+                        data=str(video_manifest), seeds=2, transfer=_cfg("temporal_head", epochs=3))
+    summary = compare(cfg, say=lambda _: None)
+    runs = {p.name for p in (tmp_path / "c" / "runs").iterdir()}
+    assert runs == {"zero_shot", "zero_shot@seed1", "temporal_head", "temporal_head@seed1"}
+    rows = {r["strategy"]: r for r in summary["table"]}
+    head = next(r for r in summary["runs"] if r["label"] == "temporal_head")
+    assert head["seeds"] == [0, 1] and rows["temporal_head"]["seeds"] == 2
+    assert rows["temporal_head"]["top1"] == pytest.approx(sum(head["top1_runs"]) / 2, abs=1e-4)
+    assert rows["zero_shot"]["top1 std"] == 0  # no training: every seed gives the same answer
+    with pytest.raises(ConfigError, match="seeds"):
+        compare(CompareConfig(out=str(tmp_path / "d"), model=str(base), data=str(video_manifest), seeds=0))
