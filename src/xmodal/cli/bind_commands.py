@@ -41,7 +41,7 @@ def bind_args(p: argparse.ArgumentParser) -> None:
 
 
 def bind(args: argparse.Namespace) -> int:
-    import xmodal
+    from xmodal.api import load
     from xmodal.binding.train import BindConfig
     from xmodal.binding.train import bind as run_bind
 
@@ -62,7 +62,7 @@ def bind(args: argparse.Namespace) -> int:
         val = _rows(args.val, None)[0]
     else:  # the manifest's 'val' rows, if it has any
         val = [r for r in _rows(args.train, None)[0] if r.get("split") == "val"] or None
-    result = run_bind(xmodal.load(args.model), train, cfg, val_rows=val, root=root, out=args.out)
+    result = run_bind(load(args.model), train, cfg, val_rows=val, root=root, out=args.out)
     _print_history(result.history)
     _print_skipped(result.skipped)
     print(f"cached {result.cached}; bound model ({', '.join(result.model.modalities)}) saved to {Path(args.out) / 'model'}")

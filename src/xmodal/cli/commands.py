@@ -115,7 +115,7 @@ def _column(rows: list[dict[str, Any]], name: str, source: str) -> list[Any]:
 
 
 def align(args: argparse.Namespace) -> int:
-    import xmodal
+    from xmodal.api import load
     from xmodal.alignment.train import AlignConfig
     from xmodal.alignment.train import align as run_align
 
@@ -130,7 +130,7 @@ def align(args: argparse.Namespace) -> int:
     val, _ = _rows(args.val, None) if args.val else _rows(args.train, "val")
     if val is train or not val or val == train:
         val = None
-    model = xmodal.load(args.model)
+    model = load(args.model)
     result = run_align(model, train, cfg, val_rows=val, root=root, out=args.out)
     for record in result.history.epochs:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
@@ -157,7 +157,7 @@ def zeroshot_args(p: argparse.ArgumentParser) -> None:
 
 
 def zeroshot(args: argparse.Namespace) -> int:
-    import xmodal
+    from xmodal.api import load
     from xmodal.eval.plots import plot_confusion
     from xmodal.eval.report import text_table
     from xmodal.tasks.zeroshot import DEFAULT_TEMPLATES
@@ -165,7 +165,7 @@ def zeroshot(args: argparse.Namespace) -> int:
 
     rows, root = _rows(args.data, args.split)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    model = xmodal.load(args.model)
+    model = load(args.model)
     items = _column(rows, args.column, args.data)
     labels = _column(rows, args.label_column, args.data)
     res = run_zeroshot(model, items, labels, classes, tuple(args.template or DEFAULT_TEMPLATES),

@@ -48,7 +48,7 @@ def _splits(args: argparse.Namespace, label_column: str) -> tuple[dict[str, list
 
 
 def transfer(args: argparse.Namespace) -> int:
-    import xmodal
+    from xmodal.api import load
     from xmodal.config import apply_overrides
     from xmodal.eval.report import text_table
     from xmodal.strategies.train import TransferConfig
@@ -62,7 +62,7 @@ def transfer(args: argparse.Namespace) -> int:
     base["fit"] = {**_fit(args), "progress": not args.no_progress}
     cfg = _build_config(TransferConfig, args, base)
     splits, root = _splits(args, cfg.label_column)
-    model = xmodal.load(args.model)
+    model = load(args.model)
     pointer = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
     res = run_transfer(model, splits["train"], cfg, splits["val"] or None, splits["test"] or None, root=root,
                        out=args.out, base=pointer)

@@ -20,9 +20,17 @@ from xmodal.errors import CheckpointError
 
 
 @dataclass
+class History:
+    epochs: list[dict[str, float]] = field(default_factory=list)  # one record per finished epoch
+    best: dict[str, float] = field(default_factory=dict)  # the record with the best monitored metric
+    train_seconds: float = 0.0  # wall time spent in training steps (evaluation excluded)
+    stopped_early: bool = False  # True when early stopping or the time budget ended training
+
+
+@dataclass
 class TrainState:
     epoch: int = 0  # epochs completed
-    history: Any = None  # engine.fit.History
+    history: History | None = None  # the run's records so far
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -54,8 +62,6 @@ def save_train_state(path: Path, model: nn.Module, optimizer, scheduler, state: 
 
 def load_train_state(path: Path, model: nn.Module, optimizer, scheduler) -> TrainState:
     from safetensors.torch import load_file
-
-    from xmodal.engine.fit import History
 
     try:
         meta = json.loads((path / "state.json").read_text())

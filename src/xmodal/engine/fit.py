@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from xmodal.engine.checkpoint import TrainState, load_train_state, save_train_state
+from xmodal.engine.checkpoint import History, TrainState, load_train_state, save_train_state
 
 
 @dataclass
@@ -39,14 +39,6 @@ class FitConfig:
     max_minutes: float = 0.0  # stop after the epoch that takes training past this many minutes; 0 = no budget
     lr_scales: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> lr multiplier
     # (first match wins), e.g. {"base.": 0.1}: a pretrained backbone moves gently under a fresh head
-
-
-@dataclass
-class History:
-    epochs: list[dict[str, float]] = field(default_factory=list)  # one record per finished epoch
-    best: dict[str, float] = field(default_factory=dict)  # the record with the best monitored metric
-    train_seconds: float = 0.0  # wall time spent in training steps (evaluation excluded)
-    stopped_early: bool = False
 
 
 def param_groups(params: Iterable[tuple[str, nn.Parameter]], weight_decay: float, lr: float | None = None,

@@ -79,7 +79,7 @@ def expand(strategies: Sequence[str]) -> list[str]:
 
 def prepare(cfg: CompareConfig, say: Callable[[str], None]) -> tuple[str, dict[str, list[dict[str, Any]]], Path]:
     """(base model reference, rows per split, data root): aligns the LiT base on the world if needed."""
-    import xmodal
+    from xmodal.api import load
     from xmodal.data.manifest import load_media_manifest, read_manifest
     from xmodal.experiments.world import generate_world, motion_names, world_paths
 
@@ -101,7 +101,7 @@ def prepare(cfg: CompareConfig, say: Callable[[str], None]) -> tuple[str, dict[s
         from xmodal.alignment.train import align
 
         images = read_manifest(world_paths(root)["images"])
-        model = xmodal.load("lit", **to_dict(cfg.base))
+        model = load("lit", **to_dict(cfg.base))
         t0 = time.perf_counter()
         res = align(model, [r for r in images if r["split"] == "train"], cfg.align,
                     val_rows=[r for r in images if r["split"] == "val"], root=root, out=out / "base")
@@ -117,7 +117,7 @@ def run_one(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root:
     ``out/runs/<label>`` (``<label>@seed<seed>`` for k > 0)."""
     import dataclasses
 
-    import xmodal
+    from xmodal.api import load
 
     label, name, options = parse_spec(spec)
     seed = cfg.transfer.seed + k
@@ -128,7 +128,7 @@ def run_one(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root:
         return {"seed": seed, **json.loads(done.read_text())}
     tcfg = dataclasses.replace(cfg.transfer, strategy=name, options=options, seed=seed)
     tcfg.fit = dataclasses.replace(tcfg.fit, progress=cfg.progress, verbose=False)
-    model = xmodal.load(base)
+    model = load(base)
     t0 = time.perf_counter()
     res = transfer(model, splits["train"], tcfg, splits["val"] or None, splits["test"] or None, root=root, out=run, base=base)
     metrics = {"label": label, "paper": STRATEGIES.get(name).paper, "options": options, "seed": seed, **res.metrics,

@@ -40,7 +40,7 @@ class DemoConfig:
 
 def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole demo and return results (also written to ``cfg.out/report``)."""
-    import xmodal
+    from xmodal.api import count_parameters, load
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -60,8 +60,8 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, A
         f"{len(held_out_combos(cfg.world))} held out of training")
 
     say("[2/5] Building LiT: locked pretrained MiniLM text tower + vision tower trained from scratch")
-    model = xmodal.load("lit", **to_dict(cfg.model))
-    params = xmodal.count_parameters(model)
+    model = load("lit", **to_dict(cfg.model))
+    params = count_parameters(model)
     say(f"      {params['trainable']:,} trainable of {params['total']:,} parameters")
 
     say(f"[3/5] Aligning images to captions ({cfg.align.loss} loss, {cfg.align.fit.epochs} epochs)")

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
+from xmodal.fusion.data import load_samples, make_loader
 from xmodal.fusion.model import FusionClassifier
 
 NOISE_LEVELS = (0.0, 0.5, 1.0, 2.0)
@@ -73,8 +74,6 @@ def accuracy(model: FusionClassifier, loader: Any, keep: Sequence[str] | None = 
 def evaluate_fusion(model: FusionClassifier, rows: Sequence[dict[str, Any]], columns: Sequence[str], label_column: str = "label",
                     root: str | Path | None = None, noise_levels: Sequence[float] = NOISE_LEVELS, on_error: str = "raise") -> FusionEval:
     """Accuracy on ``rows`` for every modality subset and noise level (``columns``: one per modality)."""
-    from xmodal.fusion.train import load_samples, make_loader
-
     cols = dict(zip(model.modalities, columns))
     data, samples = load_samples(rows, model, cols, label_column, root, on_error)
     loader = make_loader(data, samples, 256, shuffle=False)

@@ -16,12 +16,12 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from xmodal.data.manifest import MediaDataset
 from xmodal.engine.fit import FitConfig, History, fit
 from xmodal.errors import ConfigError, DataError
 from xmodal.fusion.base import FUSIONS, FusionParams, modality_dropout
+from xmodal.fusion.data import load_samples, make_loader
+from xmodal.fusion.evaluate import accuracy
 from xmodal.fusion.model import FusionClassifier, encoder_records
 
 
@@ -48,17 +48,6 @@ class FuseResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # unreadable training files
 
 
-class _InMemory(Dataset):
-    def __init__(self, samples: list[Any]) -> None:
-        self.samples = samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.samples[i]
-
-
 def check_config(cfg: FuseConfig) -> None:
     FUSIONS.get(cfg.fusion)
     if not cfg.modalities or len(cfg.modalities) != len(cfg.columns):
@@ -67,26 +56,6 @@ def check_config(cfg: FuseConfig) -> None:
         raise ConfigError(f"fuse: repeated modality in {list(cfg.modalities)}")
     if not 0 <= cfg.modality_dropout < 1:
         raise ConfigError(f"modality_dropout {cfg.modality_dropout} is not in [0, 1)")
-
-
-def load_samples(rows: Sequence[dict[str, Any]], model: FusionClassifier, columns: dict[str, str],
-                 label_column: str, root: str | Path | None, on_error: str) -> tuple[MediaDataset, list[Any]]:
-    """Decode ``rows`` once: ``(dataset, samples)`` (bad rows skipped or raised; absent inputs allowed)."""
-    if rows and label_column not in rows[0]:
-        raise DataError("manifest", f"no label column {label_column!r}; columns are {list(rows[0])}")
-    for col in columns.values():
-        if rows and col not in rows[0]:
-            raise DataError("manifest", f"no column {col!r}; columns are {list(rows[0])}")
-    data = MediaDataset(list(rows), columns, model.specs, root=root, label_column=label_column,
-                        on_error=on_error, optional=list(columns))
-    samples = [s for s in (data[i] for i in range(len(data))) if s is not None]
-    return data, samples
-
-
-def make_loader(data: MediaDataset, samples: list[Any], batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    gen = torch.Generator().manual_seed(seed)
-    return DataLoader(_InMemory(samples), batch_size=batch_size, shuffle=shuffle, collate_fn=data.collate_fn,
-                      generator=gen, drop_last=shuffle and len(samples) > batch_size)
 
 
 def unimodal_loss(model: FusionClassifier, tokens: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
@@ -131,8 +100,6 @@ def fuse(rows: Sequence[dict[str, Any]], cfg: FuseConfig | None = None, val_rows
 
     evaluate = None
     if val_rows:
-        from xmodal.fusion.evaluate import accuracy
-
         vdata, vsamples = load_samples(val_rows, model, columns, cfg.label_column, root, cfg.on_error)
         vloader = make_loader(vdata, vsamples, 256, shuffle=False)
         evaluate = lambda: {"val_acc": accuracy(model, vloader)}  # noqa: E731

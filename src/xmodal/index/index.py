@@ -114,9 +114,9 @@ class Index:
         if self._model is None:
             raise ConfigError(f"{self.folder}: no model recorded for this index; pass model=")
         if isinstance(self._model, str):
-            import xmodal
+            from xmodal.api import load
 
-            self._model = xmodal.load(self._model)
+            self._model = load(self._model)
             self._model.eval()
         return self._model
 

@@ -152,7 +152,7 @@ def load_transfer(path: str | Path, base: Any = None) -> VideoClassifier:
     strategy with its saved config, load the strategy's weights."""
     from safetensors.torch import load_file
 
-    import xmodal
+    from xmodal.api import load
 
     path = Path(path)
     if not is_transfer(path):
@@ -166,7 +166,7 @@ def load_transfer(path: str | Path, base: Any = None) -> VideoClassifier:
     strategy = STRATEGIES.get(meta["strategy"])
     ref = Path(meta["base"])
     ref = ref if ref.is_absolute() or not (path / ref).exists() else path / ref
-    model = base if base is not None else xmodal.load(ref if ref.exists() else meta["base"])
+    model = base if base is not None else load(ref if ref.exists() else meta["base"])
     clf = strategy.apply(model, meta["classes"], from_dict(strategy.config_cls, meta["config"]))
     file = path / STATE_FILE
     try:
