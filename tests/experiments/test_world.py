@@ -261,8 +261,12 @@ def test_sound_follows_motion_and_size():
     assert len(right) == 2 * 16000
 
 
-def test_generation_progress_bars_do_not_break(tmp_path, capsys):
-    generate_world(tmp_path / "w", tiny(images_train=1, images_val=0, images_test=0, clips_train=0, clips_val=0,
-                                        clips_test=1), progress=True)
+def test_generation_progress_bars_show_only_on_a_terminal_or_when_forced(tmp_path, capsys, monkeypatch):
+    cfg = tiny(images_train=1, images_val=0, images_test=0, clips_train=0, clips_val=0, clips_test=1)
+    monkeypatch.delenv("XMODAL_PROGRESS", raising=False)
+    generate_world(tmp_path / "quiet", cfg, progress=True)  # stderr is captured, not a terminal
+    assert "world images" not in capsys.readouterr().err
+    monkeypatch.setenv("XMODAL_PROGRESS", "1")
+    generate_world(tmp_path / "w", cfg, progress=True)
     assert "world images" in capsys.readouterr().err
     assert os.path.isfile(tmp_path / "w" / "world.json")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Hashable, Sequence
 
 import torch
-from tqdm.auto import tqdm
+from xmodal.engine.progress import progress as progress_bar
 
 
 class FeatureCache:
@@ -45,7 +45,7 @@ class FeatureCache:
         """Compute features of the ``items`` whose keys are not cached yet."""
         keys = list(items) if keys is None else list(keys)
         todo = [(k, it) for k, it in dict(zip(keys, items)).items() if k not in self._store]
-        for start in tqdm(range(0, len(todo), self.batch_size), desc=desc, disable=not progress or len(todo) <= self.batch_size, leave=False):
+        for start in progress_bar(range(0, len(todo), self.batch_size), progress and len(todo) > self.batch_size, desc=desc, leave=False):
             chunk = todo[start : start + self.batch_size]
             batch = to_device(self.collate([self.load(it) for _, it in chunk]), self.device)
             feats = self.fn(batch).float().cpu()

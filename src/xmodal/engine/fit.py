@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xmodal.engine.checkpoint import History, TrainState, load_train_state, save_train_state
+from xmodal.engine.progress import progress as progress_bar
 
 
 @dataclass
@@ -33,7 +34,7 @@ class FitConfig:
     patience: int = 0  # stop after this many epochs without a better monitored metric; 0 = never
     monitor: str = ""  # metric from evaluate() that early stopping watches (higher is better)
     amp: bool = True  # bf16 autocast when training on CUDA (ignored on CPU)
-    progress: bool = True  # tqdm progress bars
+    progress: bool = True  # progress bars (shown only on a terminal; XMODAL_PROGRESS=0/1 forces)
     verbose: bool = True  # print one summary line per epoch (loss, validation metrics, seconds)
     restore_best: bool = False  # at the end, put back the trainable weights of the best monitored epoch
     max_minutes: float = 0.0  # stop after the epoch that takes training past this many minutes; 0 = no budget
@@ -84,47 +85,52 @@ def fit(
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError("fit: the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(param_groups(named, cfg.weight_decay, cfg.lr, cfg.lr_scales), lr=cfg.lr)
-    steps_per_epoch = max(1, math.ceil(len(loader) / cfg.grad_accum))  # type: ignore[arg-type]
-    total = steps_per_epoch * cfg.epochs
-    scheduler = cosine_schedule(optimizer, total, int(cfg.warmup_ratio * total))
-    state = TrainState(history=History())
+    optimizer, scheduler = _optimizer(named, len(loader), cfg)  # type: ignore[arg-type]
     ckpt = Path(out) / "train_state" if out else None
+    state = TrainState(history=History())
     if ckpt is not None and (ckpt / "state.json").exists():
         state = load_train_state(ckpt, model, optimizer, scheduler)
-    log = Path(out) / "log.jsonl" if out else None
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
-    history = state.history
-    best_weights: dict[str, torch.Tensor] = {}
+    history, best_weights = state.history, {}
     for epoch in range(state.epoch, cfg.epochs):
         if on_epoch_start:
             on_epoch_start(epoch)
         record = _train_epoch(step, model, loader, optimizer, scheduler, cfg, epoch)
         history.train_seconds += record["train_seconds"]
-        if evaluate is not None:
-            record.update(evaluate())
+        record.update(evaluate() if evaluate is not None else {})
         history.epochs.append(record)
         if cfg.verbose:
             tqdm.write(_summary(record, cfg.epochs))
-        stop = _update_best(history, record, cfg)
+        stop = _update_best(history, record, cfg) or 0 < 60 * cfg.max_minutes <= history.train_seconds
         if cfg.restore_best and history.best is record:
             best_weights = {n: p.detach().clone() for n, p in named}
-        if cfg.max_minutes > 0 and history.train_seconds >= 60 * cfg.max_minutes:
-            stop = True
-        if log is not None:
-            with log.open("a") as fh:
+        if out:
+            with (Path(out) / "log.jsonl").open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
         if ckpt is not None:
             save_train_state(ckpt, model, optimizer, scheduler, TrainState(epoch=epoch + 1, history=history))
         if stop:
             history.stopped_early = True
             break
-    if best_weights:
-        with torch.no_grad():
-            for n, p in named:
-                p.copy_(best_weights[n])
+    _restore(named, best_weights)
     return history
+
+
+def _optimizer(named: list[tuple[str, nn.Parameter]], batches: int, cfg: FitConfig
+               ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over ``named`` and its warm-up + cosine schedule for ``cfg.epochs`` epochs of ``batches``."""
+    optimizer = torch.optim.AdamW(param_groups(named, cfg.weight_decay, cfg.lr, cfg.lr_scales), lr=cfg.lr)
+    total = max(1, math.ceil(batches / cfg.grad_accum)) * cfg.epochs
+    return optimizer, cosine_schedule(optimizer, total, int(cfg.warmup_ratio * total))
+
+
+def _restore(named: list[tuple[str, nn.Parameter]], weights: dict[str, torch.Tensor]) -> None:
+    """Copy saved ``weights`` back into the parameters (no-op when empty)."""
+    with torch.no_grad():
+        for n, p in named:
+            if n in weights:
+                p.copy_(weights[n])
 
 
 def _summary(record: dict[str, float], epochs: int) -> str:
@@ -164,7 +170,7 @@ def _train_epoch(step, model, loader, optimizer, scheduler, cfg: FitConfig, epoc
     device = next(model.parameters()).device
     use_amp = cfg.amp and device.type == "cuda"
     total, count, start = 0.0, 0, time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+    bar = progress_bar(loader, cfg.progress, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
     optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(bar):
         if batch is None:  # every sample of the batch was skipped as unreadable

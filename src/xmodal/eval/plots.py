@@ -8,7 +8,8 @@ from typing import Sequence
 import numpy as np
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend (imported on first use)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,7 +22,7 @@ def plot_confusion(cm: np.ndarray, classnames: Sequence[str], path: str | Path, 
                    highlight: Sequence[str] = ()) -> Path:
     """Row-normalised confusion matrix; class names in ``highlight`` are drawn in red. Rows of
     classes with no test items are left out (columns keep every class that can be predicted)."""
-    plt = _plt()
+    plt = pyplot()
     cm = np.asarray(cm)
     rows = [i for i in range(len(classnames)) if cm[i].sum() > 0] or list(range(len(classnames)))
     n = len(classnames)
@@ -45,7 +46,7 @@ def plot_confusion(cm: np.ndarray, classnames: Sequence[str], path: str | Path, 
 
 def plot_history(epochs: Sequence[dict[str, float]], path: str | Path, metrics: Sequence[str] = ("val_top1",)) -> Path:
     """Training loss (left axis) and validation metrics (right axis) per epoch."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     x = [e["epoch"] for e in epochs]
     ax.plot(x, [e["loss"] for e in epochs], "o-", color="tab:blue", label="train loss")
@@ -69,7 +70,7 @@ def plot_history(epochs: Sequence[dict[str, float]], path: str | Path, metrics: 
 
 def plot_per_class(per_class: dict[str, float], path: str | Path, highlight: Sequence[str] = (), title: str = "") -> Path:
     """Bar chart of per-class accuracy; ``highlight`` classes (e.g. held out) in a second colour."""
-    plt = _plt()
+    plt = pyplot()
     names = list(per_class)
     values = [0.0 if v is None or np.isnan(v) else v for v in per_class.values()]
     colours = ["crimson" if n in set(highlight) else "tab:blue" for n in names]

@@ -182,9 +182,9 @@ def table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def plot_frontier(rows: list[dict[str, Any]], x: str, path: Path, xlabel: str) -> Path:
     """Top-1 against ``x`` (log scale), one labelled point per strategy, the Pareto frontier as a line."""
-    from xmodal.eval.plots import _plt
+    from xmodal.eval.plots import pyplot
 
-    plt = _plt()
+    plt = pyplot()
     pts = sorted((max(float(r[x]), 1e-3 if x != "trainable" else 1.0), float(r["top1"]), r["strategy"]) for r in rows)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for xv, yv, name in pts:

@@ -35,6 +35,8 @@ from xmodal.config import to_dict
 from xmodal.experiments import world_audio, world_render
 from xmodal.experiments.world_render import COLOURS, MOTIONS, POSITIONS, SHAPES, SIZES
 from xmodal.errors import ConfigError, DataError
+from xmodal.modalities.audio import write_wav
+from xmodal.modalities.video import write_video
 
 FORMAT_VERSION = 1
 IMAGE_SPLITS = ("train", "val", "test_seen", "test_unseen")
@@ -188,10 +190,10 @@ def _clip_jobs(cfg: WorldConfig) -> list[tuple[str, int, int]]:
 def _clip_row(root: Path, cfg: WorldConfig, split: str, k: int, motion: str, colour: str, shape: str,
               video: np.ndarray, traj: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, Any]:
     stem = f"{split}_{motion.replace(' ', '_')}_{k:03d}"
-    world_render.write_mp4(root / "videos" / f"{stem}.mp4", video, cfg.video_fps)
+    write_video(root / "videos" / f"{stem}.mp4", video, cfg.video_fps)
     wave = world_audio.synthesize(shape, colour, motion, traj, cfg.video_size, cfg.video_fps,
                                   cfg.audio_sample_rate, rng)
-    world_audio.write_wav(root / "audio" / f"{stem}.wav", wave, cfg.audio_sample_rate)
+    write_wav(root / "audio" / f"{stem}.wav", wave, cfg.audio_sample_rate)
     caption = _pick(rng, VIDEO_TEMPLATES).format(colour=colour, shape=shape, motion=_pick(rng, MOTION_PHRASES[motion]))
     return {"path": f"videos/{stem}.mp4", "audio": f"audio/{stem}.wav", "label": motion, "caption": caption,
             "split": split, "colour": colour, "shape": shape, "motion": motion}
@@ -247,14 +249,14 @@ def _tally(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 def _build(tmp: Path, cfg: WorldConfig, progress: bool) -> None:
     """Write a whole world into ``tmp`` (world.json last)."""
-    from tqdm.auto import tqdm
+    from xmodal.engine.progress import progress as progress_bar
 
     for sub in ("images", "videos", "audio"):
         (tmp / sub).mkdir(parents=True)
     images = [_make_image(tmp, cfg, job)
-              for job in tqdm(_image_jobs(cfg), desc="world images", unit="img", disable=not progress)]
+              for job in progress_bar(_image_jobs(cfg), progress, desc="world images", unit="img")]
     _write_csv(tmp / "images.csv", IMAGE_COLUMNS, images)
-    videos = [row for job in tqdm(_clip_jobs(cfg), desc="world clips", unit="pair", disable=not progress)
+    videos = [row for job in progress_bar(_clip_jobs(cfg), progress, desc="world clips", unit="pair")
               for row in _make_clip_pair(tmp, cfg, job)]
     videos = _order_clips(videos)
     _write_csv(tmp / "videos.csv", VIDEO_COLUMNS, videos)

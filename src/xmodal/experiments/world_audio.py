@@ -11,10 +11,8 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from xmodal.experiments.world_render import edge_touches
 
@@ -97,9 +95,3 @@ def synthesize(shape: str, colour: str, motion: str, traj: dict[str, np.ndarray]
     fade = np.minimum(1.0, np.minimum(np.arange(n), np.arange(n)[::-1]) / (0.01 * rate))
     wave = wave * fade + _hits(onset_times(traj, size, fps), n, rate, rng) + rng.normal(0, 0.002, n)
     return np.clip(wave, -1.0, 1.0)
-
-
-def write_wav(path: str | Path, wave: np.ndarray, rate: int) -> Path:
-    """16-bit PCM mono WAV."""
-    sf.write(str(path), wave.astype(np.float32), rate, subtype="PCM_16", format="WAV")
-    return Path(path)

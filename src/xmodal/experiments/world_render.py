@@ -9,11 +9,8 @@ noise. Screen coordinates: x to the right, y down, angles in radians with increa
 from __future__ import annotations
 
 import math
-from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -177,33 +174,3 @@ def edge_touches(traj: dict[str, np.ndarray], size: int, tol: float = 0.5) -> np
     gap = np.minimum.reduce([traj["cx"] - traj["r"], traj["cy"] - traj["r"],
                              size - traj["cx"] - traj["r"], size - traj["cy"] - traj["r"]])
     return gap <= tol
-
-
-def rgb_to_yuv420p(video: np.ndarray) -> np.ndarray:
-    """uint8 [T, H, W, 3] RGB (even H, W) -> uint8 [T, H * 3 // 2, W] planar Y, U, V (BT.601, limited range).
-
-    Done here rather than by libswscale so that the encoder's input is exactly determined by the frames."""
-    m = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]], np.float32) / 255
-    yuv = video.astype(np.float32) @ m.T + np.array([16.0, 128.0, 128.0], np.float32)
-    t, h, w = video.shape[:3]
-    chroma = yuv[..., 1:].reshape(t, h // 2, 2, w // 2, 2, 2).mean(axis=(2, 4))
-    planes = [yuv[..., 0], chroma[..., 0].reshape(t, h // 4, w), chroma[..., 1].reshape(t, h // 4, w)]
-    return np.clip(np.concatenate(planes, axis=1).round(), 0, 255).astype(np.uint8)
-
-
-def write_mp4(path: str | Path, video: np.ndarray, fps: int, crf: int = 18) -> Path:
-    """Write uint8 [T, H, W, 3] frames (even H, W) as an H.264 yuv420p MP4 with PyAV."""
-    path = Path(path)
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps))
-        stream.height, stream.width = video.shape[1], video.shape[2]
-        stream.pix_fmt = "yuv420p"
-        # one thread and no macroblock-tree rate control: x264 output then depends on the frames
-        # only (with mbtree it varied with the process's memory history, breaking byte-identity)
-        stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
-        for frame in rgb_to_yuv420p(video):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="yuv420p")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path

@@ -84,9 +84,9 @@ def evaluate_fusion(model: FusionClassifier, rows: Sequence[dict[str, Any]], col
 
 def plot_robustness(ev: FusionEval, path: str | Path, title: str = "robustness to input noise") -> Path:
     """Accuracy vs noise level, one line per modality subset, as a PNG."""
-    from xmodal.eval.plots import _plt
+    from xmodal.eval.plots import pyplot
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name, accs in ev.noise.items():
         ax.plot(ev.noise_levels, accs, marker="o", label=name)

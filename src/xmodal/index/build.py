@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from xmodal.engine.progress import progress as progress_bar
 
 from xmodal.errors import ConfigError, DataError
 from xmodal.index.store import Row, Store
@@ -207,7 +207,7 @@ def run(store: Store, model: Any, sources: Sequence[str | Path], cfg: BuildConfi
     for r in p.todo:
         if r.modality not in model.modalities:
             report.skipped.append((r.path, f"model has no {r.modality} tower"))
-    bar = tqdm(total=len(embeddable), unit=" files", desc="indexing", disable=not cfg.progress)
+    bar = progress_bar(None, cfg.progress, total=len(embeddable), unit=" files", desc="indexing")
     for modality in MEDIA:
         rows = [r for r in embeddable if r.modality == modality]
         for i in range(0, len(rows), cfg.chunk):

@@ -127,10 +127,24 @@ def _even_pad(frame: np.ndarray) -> np.ndarray:
     return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge") if h % 2 or w % 2 else frame
 
 
-def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: float = 8, crf: int = 18) -> Path:
-    """Write ``frames`` (each ``H x W x 3`` uint8 RGB, all the same size) as an H.264 MP4
-    (libx264, yuv420p) at ``fps`` frames per second; odd sides are edge-padded to even."""
-    if not frames:
+def rgb_to_yuv420p(video: np.ndarray) -> np.ndarray:
+    """uint8 ``[T, H, W, 3]`` RGB (even H, W) -> uint8 ``[T, H * 3 // 2, W]`` planar Y, U, V (BT.601,
+    limited range). Done here rather than by libswscale so that the encoder's input is exactly
+    determined by the frames."""
+    m = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]], np.float32) / 255
+    yuv = video.astype(np.float32) @ m.T + np.array([16.0, 128.0, 128.0], np.float32)
+    t, h, w = video.shape[:3]
+    chroma = yuv[..., 1:].reshape(t, h // 2, 2, w // 2, 2, 2).mean(axis=(2, 4))
+    planes = [yuv[..., 0], chroma[..., 0].reshape(t, h // 4, w), chroma[..., 1].reshape(t, h // 4, w)]
+    return np.clip(np.concatenate(planes, axis=1).round(), 0, 255).astype(np.uint8)
+
+
+def write_video(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: float = 8, crf: int = 18) -> Path:
+    """Write ``frames`` (each ``H x W x 3`` uint8 RGB, all the same size) as an H.264 MP4 (libx264,
+    yuv420p) at ``fps`` frames per second; odd sides are edge-padded to even. The file depends on
+    the frames only (one encoder thread, no macroblock-tree rate control: with it, x264's output
+    varied with the process's memory history), so generated data sets are byte-identical."""
+    if len(frames) == 0:
         raise ValueError("write_video needs at least one frame")
     arrays = [np.ascontiguousarray(_even_pad(np.asarray(f))) for f in frames]
     shape = arrays[0].shape
@@ -143,9 +157,9 @@ def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: float = 8, 
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = shape[1], shape[0]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf)}
-        for a in arrays:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(a, format="rgb24")))
+        stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
+        for frame in rgb_to_yuv420p(np.stack(arrays)):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="yuv420p")))
         container.mux(stream.encode(None))
     return path
 

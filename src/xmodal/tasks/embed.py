@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from xmodal.engine.progress import progress as progress_bar
 
 from xmodal.engine.cache import to_device
 from xmodal.errors import DataError
@@ -62,7 +62,7 @@ def embed(
     vectors, kept, skipped = [], [], []
     model.eval()
     with torch.no_grad():
-        for chunk in tqdm(loader, desc=f"embedding {modality}", disable=not progress, leave=False):
+        for chunk in progress_bar(loader, progress, desc=f"embedding {modality}", leave=False):
             good = []
             for i, sample, error in chunk:
                 if error is None:
