@@ -58,7 +58,8 @@ def demo(args: argparse.Namespace) -> int:
 def world_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="xmodal-world", help="folder of the world (default: ./xmodal-world)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--preview", action="store_true", help="also write a contact sheet PNG and a GIF of clips")
+    p.add_argument("--preview", action="store_true",
+                   help="also write a contact sheet PNG and a GIF of clips (and a story strip if it has stories)")
     _config_args(p)
 
 

@@ -1,12 +1,14 @@
 """A look at a built-in world: a contact sheet PNG, an animated GIF of clips, a clip + sound strip.
 
 ``write_preview(root)`` reads the world's manifests (so it shows what is on disk) and writes
-``root/preview/contact_sheet.png``, ``clips.gif`` and ``clip_strip.png``.
+``root/preview/contact_sheet.png``, ``clips.gif`` and ``clip_strip.png``, and for a world with stories
+``story_strip.png`` (a story's frames with boxes, its events on a timeline, its caption and questions).
 """
 
 from __future__ import annotations
 
 import json
+import textwrap
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from xmodal.data.manifest import read_manifest
 from xmodal.experiments.world import world_paths
+from xmodal.experiments.world_render import COLOURS
 from xmodal.errors import DataError
 
 HELD_OUT_COLOUR = "#d6008f"  # frame and label of held-out combinations
@@ -178,10 +181,96 @@ def write_clip_strip(root: Path, out: Path, motion: str = "moving right") -> Pat
     return out
 
 
+def _pick_story(stories: list[dict[str, Any]]) -> dict[str, Any]:
+    """The story that shows the most: a test story, held out, with many events and a still object."""
+    return max(stories, key=lambda s: (s["split"] == "test", s["held_out"], len(s["events"]),
+                                       len(s["objects"]), -stories.index(s)))
+
+
+def _rgb(colour: str) -> tuple[float, ...]:
+    return tuple(c / 255 for c in COLOURS.get(colour, (90, 90, 90)))
+
+
+def _story_frames(fig: Any, grid: Any, root: Path, story: dict[str, Any], count: int = 8) -> None:
+    """``count`` frames of the story in a row, each object's box drawn (thick: moving now; dashed: never moves)."""
+    from matplotlib.patches import Rectangle
+
+    video = read_clip(root / story["path"])
+    step = max(1, len(video) // count)
+    for k, t in enumerate(range(0, len(video), step)[:count]):
+        ax = fig.add_subplot(grid[0, k])
+        ax.imshow(video[t], interpolation="lanczos")
+        side, now = video.shape[1], t / story["fps"]
+        acting = [(e["colour"], e["shape"]) for e in story["events"] if e["start"] <= now < e["end"]]
+        for o in story["objects"]:
+            x0, y0, x1, y1 = (v * side - 0.5 for v in o["boxes"][t])
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=_rgb(o["colour"]),
+                                   lw=3.2 if (o["colour"], o["shape"]) in acting else 1.4,
+                                   ls="-" if o["moves"] else (0, (3, 2))))
+        ax.set_axis_off()
+        ax.set_title(f"frame {t}  ·  {t / story['fps']:.2f} s", fontsize=9)
+
+
+def _story_timeline(ax: Any, story: dict[str, Any]) -> None:
+    """Each event's [start, end) span on its own row, labelled with its query."""
+    events, duration = story["events"], story["duration"]
+    for i, e in enumerate(events):
+        ax.broken_barh([(e["start"], e["end"] - e["start"])], (i - 0.38, 0.76), fc=(*_rgb(e["colour"]), 0.35),
+                       ec=_rgb(e["colour"]), lw=1.5)
+        left = e["start"] < duration / 2
+        ax.text(e["start"] + 0.04 if left else e["end"] - 0.04, i,
+                f"{e['query']}  [{e['start']:.3g}, {e['end']:.3g}) s", ha="left" if left else "right",
+                va="center", fontsize=9.5)
+    ax.set_xlim(0, duration)
+    ax.set_ylim(len(events) - 0.5, -0.5)
+    ax.set_yticks(range(len(events)), [f"event {i + 1}" for i in range(len(events))], fontsize=9)
+    ax.set_xlabel("seconds", fontsize=9)
+    ax.grid(axis="x", color="#dddddd")
+    ax.set_axisbelow(True)
+
+
+def _story_text(story: dict[str, Any], held: list[list[str]]) -> tuple[str, str]:
+    """The title (path, held-out objects, caption) and two questions with choices and answers, temporal first."""
+    shown = [f"{o['colour']} {o['shape']}" for o in story["objects"] if [o["colour"], o["shape"]] in held]
+    title = story["path"] + (f"  (held out: {', '.join(shown)})" if shown else "")
+    title += "\n" + textwrap.fill(f"\u201c{story['caption']}\u201d", 150)
+    order = ("after", "first_event", "motion_of", "count_movers", "colour_of_mover", "shape_of_mover")
+    questions = sorted(story["questions"], key=lambda q: order.index(q["kind"]) if q["kind"] in order else 99)
+    lines = [textwrap.fill(f"Q: {q['question']}   choices: {' | '.join(q['choices'])}", 190,
+                           subsequent_indent="     ") + f"\n     A: {q['answer']}   ({q['kind']})"
+             for q in questions[:2]]
+    return title, "\n".join(lines)
+
+
+def write_story_strip(root: Path, out: Path) -> Path:
+    """One story: its frames with boxes, a timeline of its events, its caption and two of its questions."""
+    story = _pick_story(read_manifest(world_paths(root)["stories"]))
+    title, questions = _story_text(story, _meta(root)["held_out"])
+    # heights in inches, top to bottom: title, frame titles, frames (8 across 13 in), gap, timeline, axis
+    # label, questions; the figure grows with the text and the number of events
+    heights = [0.2 + 0.2 * (title.count("\n") + 1), 0.3, 1.42, 0.2, 0.2 + 0.34 * len(story["events"]), 0.5,
+               0.15 + 0.22 * (questions.count("\n") + 1)]
+    height = sum(heights)
+    fig = _figure(13, height)
+    frames_top = 1 - sum(heights[:2]) / height
+    grid = fig.add_gridspec(1, 8, wspace=0.06, left=0.07, right=0.99, top=frames_top,
+                            bottom=frames_top - heights[2] / height)
+    _story_frames(fig, grid, root, story)
+    _story_timeline(fig.add_axes((0.07, sum(heights[5:]) / height, 0.92, heights[4] / height)), story)
+    fig.suptitle(title, fontsize=11, y=1 - 0.12 / height, va="top")
+    fig.text(0.02, 0.1 / height, questions, fontsize=9.5, va="bottom", ha="left", linespacing=1.5)
+    fig.savefig(out)
+    return out
+
+
 def write_preview(root: str | Path, out: str | Path | None = None) -> list[Path]:
-    """Write a contact sheet PNG, a GIF of clips and a clip + spectrogram PNG; return their paths."""
+    """Write a contact sheet PNG, a GIF of clips and a clip + spectrogram PNG (and, for a world with
+    stories, a story strip PNG); return their paths."""
     root = Path(root)
     out = root / "preview" if out is None else Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    return [write_contact_sheet(root, out / "contact_sheet.png"), write_clips_gif(root, out / "clips.gif"),
-            write_clip_strip(root, out / "clip_strip.png")]
+    paths = [write_contact_sheet(root, out / "contact_sheet.png"), write_clips_gif(root, out / "clips.gif"),
+             write_clip_strip(root, out / "clip_strip.png")]
+    if "stories" in world_paths(root):
+        paths.append(write_story_strip(root, out / "story_strip.png"))
+    return paths

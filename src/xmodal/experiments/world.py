@@ -9,7 +9,18 @@
   identity depends on the order of frames (every clip of a motion has a twin of the opposite motion
   that is exactly its time reversal, so the average frame cannot tell them apart); a sound per clip
   tied to what happens on screen (see :mod:`xmodal.experiments.world_audio`); splits ``train``/``val``/``test``;
-* ``world.json``: the configuration, format version, held-out combinations and counts.
+* only when ``stories_train/val/test`` > 0 (0 by default), stories: untrimmed clips
+  ``stories/<split>_<k>.mp4`` in which 1-4 shapes act one after another, with a shape that never moves
+  in about half (see :mod:`xmodal.experiments.world_stories`), and their annotations, paths relative
+  to the world folder: ``stories.jsonl`` (one object per story: path, split, fps, frames, duration,
+  caption, events with colour/shape/motion/start/end/query, objects with colour/shape/moves/boxes per
+  frame, questions, held_out), ``grounding.csv`` (one row per event: path, query, start, end,
+  duration, split, colour, shape, motion, held_out), ``captions.csv`` (one row per story: path,
+  caption, split, held_out) and ``qa.jsonl`` (one row per question: path, question, 4 choices, answer,
+  kind, split, held_out; see :mod:`xmodal.experiments.world_questions`); held-out combinations appear
+  only in test stories (every other one);
+* ``world.json``: the configuration, format version, held-out combinations and counts (and, with
+  stories, ``answers``: the sorted answers of all questions, for open-ended QA).
 
 The same seed gives byte-identical files (manifests, images, clips, sounds). A world whose
 ``world.json`` matches the configuration is reused; otherwise it is rebuilt in a temporary sibling
@@ -32,8 +43,9 @@ import numpy as np
 from PIL import Image
 
 from xmodal.config import to_dict
-from xmodal.experiments import world_audio, world_render
-from xmodal.experiments.world_render import COLOURS, MOTIONS, POSITIONS, SHAPES, SIZES
+from xmodal.experiments import world_audio, world_render, world_stories
+from xmodal.experiments.world_render import (COLOURS, MOTION_PHRASES, MOTIONS, POSITIONS, SHAPES, SIZES, pick,
+                                             twin)
 from xmodal.errors import ConfigError, DataError
 from xmodal.modalities.audio import write_wav
 from xmodal.modalities.video import write_video
@@ -52,18 +64,10 @@ IMAGE_TEMPLATES = (
     "there is a {colour} {shape} {near}", "a {colour}-coloured {shape}", "a photo of a {size} {colour} {shape}",
     "a {size} {shape}, coloured {colour}", "a {colour} {shape} {where}", "an image showing a {colour} {shape}",
 )
-MOTION_PHRASES = {
-    "moving left": ("moving left", "sliding to the left", "going left"),
-    "moving right": ("moving right", "sliding to the right", "going right"),
-    "moving up": ("moving up", "rising", "going up"),
-    "moving down": ("moving down", "falling", "going down"),
-    "rotating clockwise": ("rotating clockwise", "spinning clockwise", "turning clockwise"),
-    "rotating counterclockwise": ("rotating counterclockwise", "spinning anticlockwise", "turning counterclockwise"),
-    "growing": ("growing", "getting bigger", "expanding"),
-    "shrinking": ("shrinking", "getting smaller", "contracting"),
-}
 VIDEO_TEMPLATES = ("a {colour} {shape} {motion}", "a video of a {colour} {shape} {motion}",
                    "the {colour} {shape} is {motion}", "a clip of a {shape} in {colour}, {motion}")
+STORY_FILES = {"stories": "stories.jsonl", "grounding": "grounding.csv", "captions": "captions.csv",
+               "qa": "qa.jsonl"}  # the story manifests, by world_paths key
 STALE_SECONDS = 600  # temporary build folders older than this are left-overs of killed runs
 
 
@@ -86,6 +90,12 @@ class WorldConfig:
     clips_val: int = 4  # val clips per motion class
     clips_test: int = 8  # test clips per motion class
     audio_sample_rate: int = 16000  # Hz, 16-bit mono WAV per clip
+    stories_train: int = 0  # train stories (untrimmed clips of several events); 0: no stories
+    stories_val: int = 0  # val stories
+    stories_test: int = 0  # test stories (every other one shows a held-out combination)
+    story_frames: int = 32  # frames per story, at video_fps (32 at 8 fps: 4 s)
+    story_events: tuple[int, int] = (2, 3)  # fewest and most events per story (1..4)
+    story_distractor: float = 0.5  # probability that a story has one more object that never moves
 
 
 def check_config(cfg: WorldConfig) -> None:
@@ -102,7 +112,8 @@ def check_config(cfg: WorldConfig) -> None:
     if cfg.hold_out and (len(cfg.colours) < 2 or len(cfg.shapes) < 2):
         raise ConfigError("WorldConfig.hold_out: needs at least 2 colours and 2 shapes "
                           "(every colour and shape must still be seen in training)")
-    counts = ("images_train", "images_val", "images_test", "clips_train", "clips_val", "clips_test")
+    counts = ("images_train", "images_val", "images_test", "clips_train", "clips_val", "clips_test",
+              "stories_train", "stories_val", "stories_test")
     for name in counts:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"WorldConfig.{name}: must be >= 0, got {getattr(cfg, name)}")
@@ -114,6 +125,27 @@ def check_config(cfg: WorldConfig) -> None:
                           f"got {cfg.video_frames} and {cfg.video_fps}")
     if not 1000 <= cfg.audio_sample_rate <= 192000:
         raise ConfigError(f"WorldConfig.audio_sample_rate: expected 1000..192000 Hz, got {cfg.audio_sample_rate}")
+    _check_stories(cfg)
+
+
+def _check_stories(cfg: WorldConfig) -> None:
+    events = tuple(cfg.story_events)
+    if len(events) != 2 or not 1 <= events[0] <= events[1] <= 4:
+        raise ConfigError(f"WorldConfig.story_events: expected (fewest, most) with 1 <= fewest <= most <= 4, "
+                          f"got {cfg.story_events}")
+    if cfg.story_frames < 8:
+        raise ConfigError(f"WorldConfig.story_frames: must be >= 8, got {cfg.story_frames}")
+    if not 0.0 <= cfg.story_distractor <= 1.0:
+        raise ConfigError(f"WorldConfig.story_distractor: a probability in [0, 1], got {cfg.story_distractor}")
+    objects = events[1] + (cfg.story_distractor > 0)
+    if has_stories(cfg) and objects > min(len(cfg.colours), len(cfg.shapes)):
+        raise ConfigError(f"WorldConfig: stories of up to {objects} objects (story_events, story_distractor) "
+                          f"need as many colours and shapes, got {len(cfg.colours)} and {len(cfg.shapes)}")
+
+
+def has_stories(cfg: WorldConfig) -> bool:
+    """True when ``cfg`` asks for stories (and so for their manifests)."""
+    return cfg.stories_train + cfg.stories_val + cfg.stories_test > 0
 
 
 def class_names(cfg: WorldConfig) -> list[str]:
@@ -136,9 +168,16 @@ def motion_names() -> list[str]:
 
 
 def world_paths(root: str | Path) -> dict[str, Path]:
-    """The manifests of a world: ``{"images": root/images.csv, "videos": root/videos.csv}``."""
+    """The manifests of a world: ``{"images": root/images.csv, "videos": root/videos.csv}``, and for a
+    world with stories (``root/stories.jsonl`` exists) also ``"stories"``, ``"grounding"``,
+    ``"captions"`` and ``"qa"`` (see STORY_FILES); without stories those keys are absent."""
     root = Path(root)
-    return {"images": root / "images.csv", "videos": root / "videos.csv"}
+    return _manifests(root, (root / STORY_FILES["stories"]).is_file())
+
+
+def _manifests(root: Path, stories: bool) -> dict[str, Path]:
+    paths = {"images": root / "images.csv", "videos": root / "videos.csv"}
+    return {**paths, **{key: root / name for key, name in STORY_FILES.items()}} if stories else paths
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
@@ -148,8 +187,9 @@ def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]])
         writer.writerows(rows)
 
 
-def _pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str:
-    return options[int(rng.integers(len(options)))]
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8", newline="\n") as fh:
+        fh.writelines(json.dumps(row) + "\n" for row in rows)
 
 
 def _image_jobs(cfg: WorldConfig) -> list[tuple[str, int, int, int]]:
@@ -170,8 +210,8 @@ def _make_image(root: Path, cfg: WorldConfig, job: tuple[str, int, int, int]) ->
     split, ci, si, k = job
     rng = np.random.default_rng([cfg.seed, 1, IMAGE_SPLITS.index(split), ci, si, k])
     colour, shape = cfg.colours[ci], cfg.shapes[si]
-    size, position = _pick(rng, cfg.sizes), _pick(rng, cfg.positions)
-    caption = _pick(rng, IMAGE_TEMPLATES).format(colour=colour, shape=shape, size=size, where=WHERE[position],
+    size, position = pick(rng, cfg.sizes), pick(rng, cfg.positions)
+    caption = pick(rng, IMAGE_TEMPLATES).format(colour=colour, shape=shape, size=size, where=WHERE[position],
                                                  near=NEAR[position])
     path = f"images/{split}_{colour}_{shape}_{k:03d}.png"
     pixels = world_render.render_image(colour, shape, size, position, rng, cfg.image_size)
@@ -194,7 +234,7 @@ def _clip_row(root: Path, cfg: WorldConfig, split: str, k: int, motion: str, col
     wave = world_audio.synthesize(shape, colour, motion, traj, cfg.video_size, cfg.video_fps,
                                   cfg.audio_sample_rate, rng)
     write_wav(root / "audio" / f"{stem}.wav", wave, cfg.audio_sample_rate)
-    caption = _pick(rng, VIDEO_TEMPLATES).format(colour=colour, shape=shape, motion=_pick(rng, MOTION_PHRASES[motion]))
+    caption = pick(rng, VIDEO_TEMPLATES).format(colour=colour, shape=shape, motion=pick(rng, MOTION_PHRASES[motion]))
     return {"path": f"videos/{stem}.mp4", "audio": f"audio/{stem}.wav", "label": motion, "caption": caption,
             "split": split, "colour": colour, "shape": shape, "motion": motion}
 
@@ -203,9 +243,9 @@ def _make_clip_pair(root: Path, cfg: WorldConfig, job: tuple[str, int, int]) -> 
     """A clip of a canonical motion and its exact time reversal (the opposite motion), with sounds."""
     split, m, k = job
     rng = np.random.default_rng([cfg.seed, 2, VIDEO_SPLITS.index(split), m, k])
-    colour, shape = _pick(rng, cfg.colours), _pick(rng, cfg.shapes)
+    colour, shape = pick(rng, cfg.colours), pick(rng, cfg.shapes)
     forward = world_render.CANONICAL[m]
-    backward = next(name for name, (canon, rev) in MOTIONS.items() if canon == forward and rev)
+    backward = twin(forward)
     video, traj = world_render.render_clip(colour, shape, forward, rng, cfg.video_size, cfg.video_frames)
     rows = [_clip_row(root, cfg, split, k, forward, colour, shape, video, traj, rng)]
     video, traj = world_render.reverse_clip(video, traj)
@@ -236,7 +276,7 @@ def _is_current(root: Path, cfg: WorldConfig) -> bool:
         return False
     expected = _meta(cfg)
     same = isinstance(meta, dict) and all(meta.get(k) == v for k, v in expected.items())
-    return same and all(p.is_file() for p in world_paths(root).values())
+    return same and all(p.is_file() for p in _manifests(root, has_stories(cfg)).values())
 
 
 def _tally(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -261,7 +301,21 @@ def _build(tmp: Path, cfg: WorldConfig, progress: bool) -> None:
     videos = _order_clips(videos)
     _write_csv(tmp / "videos.csv", VIDEO_COLUMNS, videos)
     meta = _meta(cfg, {"images": _tally(images), "videos": _tally(videos)})
+    if has_stories(cfg):
+        meta["counts"]["stories"], meta["answers"] = _build_stories(tmp, cfg, progress)
     (tmp / "world.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _build_stories(tmp: Path, cfg: WorldConfig, progress: bool) -> tuple[dict[str, int], list[str]]:
+    """Draw the stories and write their manifests; return their counts per split and the answers."""
+    tables = world_stories.build_stories(tmp, cfg, held_out_combos(cfg), progress)
+    for name, (columns, rows) in tables.items():
+        if columns is None:
+            _write_jsonl(tmp / name, rows)
+        else:
+            _write_csv(tmp / name, columns, rows)
+    qa = tables[STORY_FILES["qa"]][1]
+    return _tally(tables[STORY_FILES["stories"]][1]), sorted({q["answer"] for q in qa})
 
 
 def _check_replaceable(root: Path) -> None:

@@ -1,4 +1,5 @@
-"""Drawing for the built-in world: coloured shapes on light backgrounds, still or in motion.
+"""Drawing for the built-in world: coloured shapes on light backgrounds, still or in motion, and the
+words for the motions (``MOTION_PHRASES``) shared by clips, stories and questions.
 
 Everything is drawn at 4x with Pillow and downsampled with LANCZOS (anti-aliased), then given mild
 noise. Screen coordinates: x to the right, y down, angles in radians with increasing angle turning
@@ -35,6 +36,20 @@ MOTIONS: dict[str, tuple[str, bool]] = {
     "growing": ("growing", False), "shrinking": ("growing", True),
 }
 CANONICAL = ("moving right", "moving down", "rotating clockwise", "growing")  # drawn forwards
+# motion -> ways to say it (the i-th phrase of a motion and of its opposite are each other's reversal)
+MOTION_PHRASES: dict[str, tuple[str, ...]] = {
+    "moving left": ("moving left", "sliding to the left", "going left"),
+    "moving right": ("moving right", "sliding to the right", "going right"),
+    "moving up": ("moving up", "rising", "going up"),
+    "moving down": ("moving down", "falling", "going down"),
+    "rotating clockwise": ("rotating clockwise", "spinning clockwise", "turning clockwise"),
+    "rotating counterclockwise": ("rotating counterclockwise", "spinning anticlockwise", "turning counterclockwise"),
+    "growing": ("growing", "getting bigger", "expanding"),
+    "shrinking": ("shrinking", "getting smaller", "contracting"),
+}
+VERBS = {"moving": "moves", "sliding": "slides", "going": "goes", "rising": "rises", "falling": "falls",
+         "rotating": "rotates", "spinning": "spins", "turning": "turns", "growing": "grows", "getting": "gets",
+         "expanding": "expands", "shrinking": "shrinks", "contracting": "contracts"}  # first words of the phrases
 MARKER_RGB = (30, 30, 30)  # the dot that makes the sense of rotation visible in clips
 
 
@@ -77,13 +92,30 @@ def draw_object(draw: ImageDraw.ImageDraw, shape: str, rgb: tuple[int, ...], cx:
         draw.ellipse([mx - m, my - m, mx + m, my + m], fill=MARKER_RGB)
 
 
-def _background(rng: np.random.Generator) -> tuple[int, int, int]:
+def pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str:
+    """One of ``options``, uniformly (one draw of ``rng``)."""
+    return options[int(rng.integers(len(options)))]
+
+
+def twin(motion: str) -> str:
+    """The motion whose clips are the time reversal of ``motion``'s ("moving left" -> "moving right")."""
+    canonical, reverse = MOTIONS[motion]
+    return next(name for name, (canon, rev) in MOTIONS.items() if canon == canonical and rev != reverse)
+
+
+def says(rng: np.random.Generator, motion: str) -> str:
+    """A motion phrase as a verb ("moves left", "gets bigger"), for "the red circle moves left"."""
+    head, _, rest = pick(rng, MOTION_PHRASES[motion]).partition(" ")
+    return f"{VERBS[head]} {rest}".rstrip()
+
+
+def background(rng: np.random.Generator) -> tuple[int, int, int]:
     """A light grey with a faint random tint."""
     grey = rng.uniform(195, 240)
     return tuple(int(round(grey + t)) for t in rng.uniform(-6, 6, 3))
 
 
-def _jitter_rgb(rgb: tuple[int, int, int], rng: np.random.Generator, amount: float = 10) -> tuple[int, ...]:
+def jitter_rgb(rgb: tuple[int, int, int], rng: np.random.Generator, amount: float = 10) -> tuple[int, ...]:
     return tuple(int(np.clip(round(c + d), 0, 255)) for c, d in zip(rgb, rng.uniform(-amount, amount, 3)))
 
 
@@ -110,8 +142,8 @@ def render_image(colour: str, shape: str, size: str, position: str, rng: np.rand
     cx = np.clip(fx * s + rng.uniform(-0.04, 0.04) * s, r + 1, s - r - 1)
     cy = np.clip(fy * s + rng.uniform(-0.04, 0.04) * s, r + 1, s - r - 1)
     theta = 0.0 if shape == "circle" else math.radians(rng.uniform(-20, 20))
-    bg = _background(rng)
-    obj = {"shape": shape, "rgb": _jitter_rgb(COLOURS[colour], rng), "cx": cx, "cy": cy, "r": r, "theta": theta}
+    bg = background(rng)
+    obj = {"shape": shape, "rgb": jitter_rgb(COLOURS[colour], rng), "cx": cx, "cy": cy, "r": r, "theta": theta}
     img = _render(s, bg, [obj])
     return _add_noise(img, rng.normal(0, 3.0, img.shape))
 
@@ -155,13 +187,21 @@ def render_clip(colour: str, shape: str, motion: str, rng: np.random.Generator, 
     with the same ``rng`` state 'moving left' is exactly 'moving right' played backwards."""
     canonical, reverse = MOTIONS[motion]
     traj = canonical_trajectory(canonical, rng, size, frames)
-    bg, rgb = _background(rng), _jitter_rgb(COLOURS[colour], rng)
-    video = np.stack([
-        _render(size, bg, [{"shape": shape, "rgb": rgb, "marker": True,
-                            **{k: float(v[i]) for k, v in traj.items()}}])
-        for i in range(frames)])
-    video = _add_noise(video, rng.normal(0, 2.0, video.shape))
+    bg, rgb = background(rng), jitter_rgb(COLOURS[colour], rng)
+    video = render_frames(size, bg, [[{"shape": shape, "rgb": rgb, "marker": True,
+                                       **{k: float(v[i]) for k, v in traj.items()}}] for i in range(frames)], rng)
     return reverse_clip(video, traj) if reverse else (video, traj)
+
+
+def render_frames(size: int, bg: tuple[int, ...], frames: list[list[dict[str, Any]]],
+                  rng: np.random.Generator) -> np.ndarray:
+    """Frames uint8 [T, S, S, 3]: frame ``t`` draws the objects ``frames[t]`` in order, then mild noise
+    (a frame that shows the same objects as the one before is drawn once)."""
+    drawn: list[np.ndarray] = []
+    for t, objects in enumerate(frames):
+        drawn.append(drawn[-1] if t and objects == frames[t - 1] else _render(size, bg, objects))
+    video = np.stack(drawn)
+    return _add_noise(video, rng.normal(0, 2.0, video.shape))
 
 
 def reverse_clip(video: np.ndarray, traj: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
