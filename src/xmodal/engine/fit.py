@@ -112,19 +112,29 @@ def fit(
             best_weights = {n: p.detach().clone() for n, p in named}
         if cfg.max_minutes > 0 and history.train_seconds >= 60 * cfg.max_minutes:
             stop = True
-        if log is not None:
-            with log.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
+        _append_log(log, record)
         if ckpt is not None:
             save_train_state(ckpt, model, optimizer, scheduler, TrainState(epoch=epoch + 1, history=history))
         if stop:
             history.stopped_early = True
             break
+    _restore(named, best_weights)
+    return history
+
+
+def _append_log(log: Path | None, record: dict[str, float]) -> None:
+    """Append ``record`` as one JSON line to ``log`` (nothing without a log)."""
+    if log is not None:
+        with log.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def _restore(named: list[tuple[str, nn.Parameter]], best_weights: dict[str, torch.Tensor]) -> None:
+    """Copy the best epoch's weights back (nothing when none were kept)."""
     if best_weights:
         with torch.no_grad():
             for n, p in named:
                 p.copy_(best_weights[n])
-    return history
 
 
 def _summary(record: dict[str, float], epochs: int) -> str:
