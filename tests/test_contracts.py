@@ -31,7 +31,7 @@ import xmodal
 import xmodal.encoders  # noqa: F401  (registers the encoders)
 import xmodal.fusion  # noqa: F401  (registers the fusions)
 import xmodal.strategies  # noqa: F401  (registers the strategies)
-from xmodal.alignment.losses import LOSSES, ContrastiveLoss
+from xmodal.engine.losses import LOSSES, ContrastiveLoss
 from xmodal.backbones.base import BACKBONES, Encoder, XModel
 from xmodal.encoders.base import ENCODERS
 from xmodal.errors import ConfigError

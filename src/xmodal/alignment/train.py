@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from xmodal.alignment.losses import LOSSES
+from xmodal.engine.losses import LOSSES
 from xmodal.data.manifest import MediaDataset, resolve_path
 from xmodal.engine.cache import FeatureCache, to_device
 from xmodal.engine.fit import FitConfig, History, fit
