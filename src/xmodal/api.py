@@ -24,7 +24,7 @@ def load(name_or_path: str | Path, **config: Any) -> XModel:
     if (path / CONFIG_FILE).is_file():
         return XModel.from_pretrained(path)
     name = str(name_or_path)
-    if name in BACKBONES and name != "hf_clip":
+    if name in BACKBONES and BACKBONES.get(name).by_name:
         backbone = BACKBONES.get(name)
         return backbone.build(from_dict(backbone.config_cls, config))
     if path.is_dir() and not (path / "config.json").is_file():

@@ -75,6 +75,14 @@ def test_encoder_contract(name: str, tmp_path: Path) -> None:
     assert tokens.ndim == 3 and tokens.shape[0] == 2 and tokens.shape[2] == net.out_dim
     assert out.shape == (2, 12) and torch.allclose(out.norm(dim=-1), torch.ones(2), atol=1e-5)
     assert tower.trunk(batch).shape == (2, net.out_dim)
+    parts = tower.blocks() + tower.final_parts()  # the net declares its insides: they are what runs
+    assert bool(tower.blocks()) == (name in ("audio_transformer", "hf_audio")) and tower.token_embedding() is None
+    ran: set[int] = set()
+    for i, m in enumerate(parts):
+        m.register_forward_hook(lambda *_, i=i: ran.add(i))
+    with torch.no_grad():
+        tower.trunk(batch)
+    assert ran == set(range(len(parts)))
     enc.save_assets(net, tmp_path / "assets")  # the record + assets rebuild the same architecture
     again, _, _ = build_encoder(record["encoder"], record["config"], record["spec"], assets=tmp_path / "assets")
     again.load_state_dict(net.state_dict())

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from xmodal.alignment.losses import LOSSES
+from xmodal.engine.losses import LOSSES
 from xmodal.data.manifest import MediaDataset, resolve_path
 from xmodal.engine.cache import FeatureCache, to_device
 from xmodal.engine.fit import FitConfig, History, fit
@@ -54,8 +54,7 @@ def frozen_part(tower: nn.Module) -> str:
     trainable = {id(p) for p in tower.parameters() if p.requires_grad}
     if not trainable:
         return "all"
-    head = getattr(tower, "head_layer", None)
-    if hasattr(tower, "trunk") and head is not None and trainable <= {id(p) for p in head.parameters()}:
+    if trainable <= {id(p) for p in tower.head_layer.parameters()}:
         return "trunk"
     return "none"
 
@@ -63,17 +62,19 @@ def frozen_part(tower: nn.Module) -> str:
 def _make_cache(model: Any, modality: str, root: Path | None, cfg: AlignConfig, device: torch.device) -> FeatureCache | None:
     tower = model.tower(modality)
     part = frozen_part(tower)
-    if not cfg.cache_frozen or part == "none" or (modality == "video" and part != "all"):
+    mod = MODALITIES.get(modality)
+    # a sequence of frames caches only the model's embedding (the frame average): its tower's trunk reads frames
+    if not cfg.cache_frozen or part == "none" or (mod.frames_of is not None and part != "all"):
         return None
-    spec, mod = model.spec(modality), MODALITIES.get(modality)
+    spec = model.spec(modality)
 
     def load(item: Any) -> Any:
-        return mod.load(item if modality == "text" else resolve_path(root, item), spec)
+        return mod.load(resolve_path(root, item) if mod.is_file else item, spec)
 
     # a fully frozen tower caches the model's embedding (for video: the frame average), else the trunk
     fn = (lambda b: model.encode(modality, b)) if part == "all" else tower.trunk
-    return FeatureCache(fn, load, lambda items: mod.collate(items, spec), batch_size=32 if modality == "video" else 256,
-                        device=device)
+    batch_size = 32 if mod.frames_of is not None else 256  # a clip holds many frames
+    return FeatureCache(fn, load, lambda items: mod.collate(items, spec), batch_size=batch_size, device=device)
 
 
 def _check(model: Any, cfg: AlignConfig) -> None:
@@ -84,6 +85,44 @@ def _check(model: Any, cfg: AlignConfig) -> None:
         model.spec(m)
     if cfg.on_error not in ("raise", "skip"):
         raise ConfigError(f"on_error {cfg.on_error!r} is not 'raise' or 'skip'")
+
+
+def _fill_caches(model: Any, rows: Sequence[dict[str, Any]], val_rows: Sequence[dict[str, Any]] | None,
+                 cfg: AlignConfig, root: Path | None, device: torch.device) -> dict[str, FeatureCache | None]:
+    """Per aligned modality: its feature cache filled from ``rows`` and ``val_rows`` (frozen towers), else None."""
+    caches = {m: _make_cache(model, m, root, cfg, device) for m in cfg.modalities}
+    for m, col in zip(cfg.modalities, cfg.columns):
+        if caches[m] is not None:
+            values = [r[col] for r in list(rows) + list(val_rows or [])]
+            caches[m].fill(values, desc=f"caching frozen {m}", progress=cfg.fit.progress)
+    return caches
+
+
+def _loader(model: Any, rows: Sequence[dict[str, Any]], caches: dict[str, FeatureCache | None], cfg: AlignConfig,
+            root: Path | None) -> tuple[MediaDataset, DataLoader]:
+    """The dataset of the modalities encoded live (not cached) and its shuffled loader (seeded ``cfg.seed``)."""
+    live = {m: col for m, col in zip(cfg.modalities, cfg.columns) if caches[m] is None}
+    specs = {m: model.spec(m) for m in live}
+    data = MediaDataset(list(rows), live, specs, root=root, label_column=cfg.label_column or None, on_error=cfg.on_error)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data) > cfg.batch_size,
+                        num_workers=cfg.num_workers, collate_fn=data.collate_fn, generator=gen)
+    return data, loader
+
+
+def _encoder(model: Any, rows: Sequence[dict[str, Any]], caches: dict[str, FeatureCache | None],
+             device: torch.device) -> Callable[[str, str, dict[str, Any]], torch.Tensor]:
+    """``encode(modality, column, batch)``: embeddings of a batch, from the cache when there is one."""
+    heads = {m: model.tower(m).head for m in caches if caches[m] is not None and frozen_part(model.tower(m)) == "trunk"}
+
+    def encode(m: str, col: str, batch: dict[str, Any]) -> torch.Tensor:
+        if caches[m] is None:
+            return model.encode(m, to_device(batch[m], device))
+        keys = [rows[int(i)][col] for i in batch["index"]]
+        feats = caches[m].get(keys).to(device)
+        return heads[m](feats) if m in heads else feats  # a cached trunk still trains its head
+
+    return encode
 
 
 def align(
@@ -104,27 +143,10 @@ def align(
     root = Path(root) if root is not None else None
     device = next(model.parameters()).device
     _init_logits(model, cfg)
-    caches = {m: _make_cache(model, m, root, cfg, device) for m in cfg.modalities}
-    for m, col in zip(cfg.modalities, cfg.columns):
-        if caches[m] is not None:
-            values = [r[col] for r in list(rows) + list(val_rows or [])]
-            caches[m].fill(values, desc=f"caching frozen {m}", progress=cfg.fit.progress)
-    live = {m: col for m, col in zip(cfg.modalities, cfg.columns) if caches[m] is None}
-    specs = {m: model.spec(m) for m in live}
-    data = MediaDataset(list(rows), live, specs, root=root, label_column=cfg.label_column or None, on_error=cfg.on_error)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data) > cfg.batch_size,
-                        num_workers=cfg.num_workers, collate_fn=data.collate_fn, generator=gen)
+    caches = _fill_caches(model, rows, val_rows, cfg, root, device)
+    data, loader = _loader(model, rows, caches, cfg, root)
     loss_fn = LOSSES.get(cfg.loss)
-    heads = {m: model.tower(m).head for m in caches if caches[m] is not None and frozen_part(model.tower(m)) == "trunk"}
-
-    def encode(m: str, col: str, batch: dict[str, Any]) -> torch.Tensor:
-        if caches[m] is None:
-            return model.encode(m, to_device(batch[m], device))
-        keys = [rows[int(i)][col] for i in batch["index"]]
-        feats = caches[m].get(keys).to(device)
-        return heads[m](feats) if m in heads else feats  # a cached trunk still trains its head
-
+    encode = _encoder(model, rows, caches, device)
     skipped: dict[tuple[str, str], None] = {}  # from batches, so worker processes' skips count too
 
     def step(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -147,17 +169,19 @@ def _init_logits(model: Any, cfg: AlignConfig) -> None:
             model.logit_scale.fill_(cfg.init_logit_scale)
         if cfg.init_logit_bias is not None:
             model.logit_bias.fill_(cfg.init_logit_bias)
-    model.logit_bias.requires_grad_(cfg.loss == "siglip")
+    model.logit_bias.requires_grad_(LOSSES.get(cfg.loss).uses_bias)
 
 
 def validate(model: Any, rows: Sequence[dict[str, Any]], cfg: AlignConfig, root: Path | None) -> dict[str, float]:
-    """Zero-shot top-1 of the non-text side (text + labels), else retrieval R@1 of the pair."""
+    """Zero-shot top-1 of the other side when one side is text (its items are strings, not files) and
+    rows have labels, else retrieval R@1 of the pair."""
     from xmodal.eval.metrics import retrieval_metrics
     from xmodal.tasks.embed import embed
 
     mods, cols = cfg.modalities, cfg.columns
-    if "text" in mods and cfg.label_column:
-        other = 1 - mods.index("text")
+    texts = [i for i, m in enumerate(mods) if not MODALITIES.get(m).is_file]
+    if texts and cfg.label_column:
+        other = 1 - texts[0]
         items = [r[cols[other]] for r in rows]
         labels = [r[cfg.label_column] for r in rows]
         res = zeroshot(model, items, labels, templates=cfg.templates, modality=mods[other], root=root,

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from xmodal.config import from_dict, to_dict
 from xmodal.errors import CheckpointError, ConfigError
+from xmodal.modalities import MODALITIES
 from xmodal.registry import Registry
 
 FORMAT = "xmodal"
@@ -29,23 +30,72 @@ WEIGHTS_FILE = "model.safetensors"
 class Encoder(Protocol):
     """A tower: one modality in, L2-normalised ``[B, embed_dim]`` embeddings out.
 
-    ``forward_features`` gives the intermediate token features ``[B, N, width]`` per layer, for
-    strategies that read or modify the inside of a tower (side networks, adapters, prompts)."""
+    A tower is a trunk (the feature extractor) and a head (the projection into the shared space):
+    ``forward = head . trunk``, so the training engine can cache a locked trunk's output. Strategies
+    that read or modify the inside of a tower (side networks, adapters, prompts, partial tuning) ask
+    it for its blocks, their sub-layers and the parts after the last block, never for attributes."""
 
-    modality: str
-    embed_dim: int
+    modality: str  # the registered modality it reads
+    embed_dim: int  # size of the shared space it maps into
+    width: int  # width of the pooled trunk features (what ``trunk`` returns) = token width of its blocks
+    head_layer: nn.Module  # the projection into the shared space (nn.Identity when there is none)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+    @property
+    def trunk_module(self) -> nn.Module:
+        """The feature extractor: every module of the tower but ``head_layer``."""
+        ...
 
-    def forward_features(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]: ...
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[B, embed_dim]`` L2-normalised embeddings of a collated batch."""
+        ...
+
+    def trunk(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled features ``[B, width]`` (before the projection)."""
+        ...
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """Project pooled features into the shared space and L2-normalise them."""
+        ...
+
+    def forward_features(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Intermediate token features ``[B, N, width]``, one per stage / layer."""
+        ...
+
+    def blocks(self) -> list[nn.Module]:
+        """The trunk's transformer blocks, input side first; ``[]`` when it has none (a ConvNet)."""
+        ...
+
+    def sublayers(self, block: nn.Module) -> tuple[nn.Module, nn.Module]:
+        """(attention, MLP) sub-layers of one of ``blocks()``, whose outputs are added to the residual
+        stream (a hook on them acts before the residual sum); a ConfigError when they are not separate
+        modules (post-norm BERT blocks)."""
+        ...
+
+    def final_parts(self) -> list[nn.Module]:
+        """Modules after the last block that shape the pooled features (final norm, SigLIP's MAP head)."""
+        ...
+
+    def token_embedding(self) -> nn.Embedding | None:
+        """The input word-embedding table of a text tower; None for towers that read no tokens."""
+        ...
+
+
+def per_frame(fn: Callable[[dict[str, torch.Tensor]], torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Run ``fn`` (a tower or one of its methods) on every frame of a batch of sequences at once: each
+    tensor of ``batch`` is ``[B, T, ...]``; ``fn`` gets them as ``[B*T, ...]`` and returns ``[B*T, ...]``,
+    given back as ``[B, T, ...]``."""
+    b, t = next(iter(batch.values())).shape[:2]
+    out = fn({k: v.flatten(0, 1) for k, v in batch.items()})
+    return out.view(b, t, *out.shape[1:])
 
 
 class XModel(nn.Module):
     """Towers of several modalities mapping into one shared embedding space.
 
-    Videos go through the image tower frame by frame and are averaged (unless a ``video`` tower is
-    present). ``logit_scale`` (log of the inverse temperature) and ``logit_bias`` (SigLIP) are the
-    alignment parameters shared by the losses and zero-shot scoring."""
+    A modality made of another's frames (video: ``frames_of == "image"``) without a tower of its own
+    goes through the tower of its frames frame by frame and is averaged. ``logit_scale`` (log of the
+    inverse temperature) and ``logit_bias`` (SigLIP) are the alignment parameters shared by the losses
+    and zero-shot scoring."""
 
     def __init__(
         self,
@@ -70,8 +120,9 @@ class XModel(nn.Module):
 
     @property
     def modalities(self) -> list[str]:
+        """Its towers' modalities, then those it encodes frame by frame (video through the image tower)."""
         names = list(self.towers)
-        return names + ["video"] if "image" in names and "video" not in names else names
+        return names + [m for m in MODALITIES if m not in names and MODALITIES.get(m).frames_of in names]
 
     def spec(self, modality: str) -> Any:
         """Preprocessing settings for ``modality`` (ImageSpec, VideoSpec, AudioSpec, TextSpec)."""
@@ -79,25 +130,26 @@ class XModel(nn.Module):
             raise ConfigError(f"model has no {modality!r} tower; it has {self.modalities}")
         return self.specs[modality]
 
+    def frames_source(self, modality: str) -> str | None:
+        """The modality whose tower encodes ``modality`` frame by frame (it is a sequence of that
+        modality's items, ``frames_of``, and has no tower of its own), else None."""
+        if modality in self.towers or modality not in MODALITIES:
+            return None
+        return MODALITIES.get(modality).frames_of
+
     def tower(self, modality: str) -> nn.Module:
-        if modality == "video" and "video" not in self.towers:
-            modality = "image"
-        if modality not in self.towers:
+        """The tower that encodes ``modality`` (for a sequence of frames: the tower of its frames)."""
+        name = self.frames_source(modality) or modality
+        if name not in self.towers:
             raise ConfigError(f"model has no {modality!r} tower; it has {self.modalities}")
-        return self.towers[modality]
+        return self.towers[name]
 
     def encode(self, modality: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``[B, D]`` L2-normalised embeddings of a collated batch of ``modality``."""
-        if modality == "video" and "video" not in self.towers:
-            return _norm(self.encode_frames(batch).mean(1))
+        """``[B, D]`` L2-normalised embeddings of a collated batch of ``modality``; a sequence of frames
+        without its own tower is the normalised average of its frames' embeddings."""
+        if self.frames_source(modality) is not None:
+            return _norm(per_frame(self.tower(modality), batch).mean(1))
         return self.tower(modality)(batch)
-
-    def encode_frames(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``[B, T, D]`` per-frame embeddings of a video batch (``pixel_values`` ``[B,T,C,H,W]``)."""
-        pixels = batch["pixel_values"]
-        b, t = pixels.shape[:2]
-        flat = self.tower("image")({"pixel_values": pixels.flatten(0, 1)})
-        return flat.view(b, t, -1)
 
     # ---------------------------------------------------------------- checkpoints
     def save_pretrained(self, path: str | Path) -> Path:
@@ -189,7 +241,9 @@ def load_weights(model: nn.Module, file: Path, strict: bool = True) -> None:
 class Backbone(Protocol):
     """A registered backbone: a config dataclass, a builder and an asset writer."""
 
-    config_cls: type
+    config_cls: type  # its config dataclass (one comment per field)
+    by_name: bool  # True: ``xmodal.load(<name>)`` builds it from its config's defaults (plus keyword
+    # overrides); False: it needs a source named by the caller (hf_clip: a hub name or a folder)
 
     def build(self, cfg: Any, assets: Path | None = None) -> XModel:
         """Build the model. ``assets=None``: load pretrained weights named in ``cfg``; otherwise

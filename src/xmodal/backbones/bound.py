@@ -30,7 +30,7 @@ class BoundConfig:
 
 def _base_of(model: XModel) -> tuple[str, Any, dict[str, Any]]:
     """``(base backbone, base config, bound tower records)`` of any XModel."""
-    if model.backbone == "bound":
+    if isinstance(model.config, BoundConfig):
         cfg = model.config
         base_cfg = from_dict(BACKBONES.get(cfg.base_backbone).config_cls, cfg.base_config)
         return cfg.base_backbone, base_cfg, dict(cfg.towers)
@@ -60,6 +60,7 @@ class BoundBackbone:
     """Registered as ``bound``."""
 
     config_cls = BoundConfig
+    by_name = True  # load("bound") builds its base (LiT by default) with no towers bound yet
 
     def build(self, cfg: BoundConfig, assets: Path | None = None) -> XModel:
         backbone = BACKBONES.get(cfg.base_backbone)

@@ -44,6 +44,20 @@ class HFClipConfig:
 
 
 @dataclass(frozen=True)
+class Parts:
+    """Where a transformers tower keeps its insides (names under its encoder module)."""
+
+    blocks: str = "encoder.layers"  # dotted path of the list of transformer blocks
+    final: tuple[str, ...] = ()  # children after the last block that shape the pooled output (absent ones skipped)
+    sublayers: tuple[str, str] | None = ("self_attn", "mlp")  # attention / MLP of a block; None: not separate
+
+
+_VISION = Parts(final=("post_layernorm",))
+_CLIP_TEXT = Parts(final=("final_layer_norm",))
+_BERT = Parts(blocks="encoder.layer", sublayers=None)  # post-norm blocks: residual sums inside sub-modules
+
+
+@dataclass(frozen=True)
 class Layout:
     """Where a dual encoder keeps its towers (attribute names on the transformers model)."""
 
@@ -54,17 +68,26 @@ class Layout:
     text_padding: str = "longest"  # how captions are padded: "longest" or "max_length"
     text_pool: str = "pooler"  # pooled text feature: the encoder's "pooler" output or its "cls" token
     text_inputs: tuple[str, ...] = TEXT_INPUTS  # batch keys the text encoder takes
+    vision_parts: Parts = _VISION  # blocks and final parts of the vision encoder
+    text_parts: Parts = _CLIP_TEXT  # blocks and final parts of the text encoder
+    image_mean: tuple[float, float, float] = CLIP_MEAN  # pixel mean when the image processor gives none
+    image_std: tuple[float, float, float] = CLIP_STD  # pixel std when the image processor gives none
 
 
 # Each layout reproduces the model's get_image_features / get_text_features (transformers 5.x source).
 _CLIP = Layout("vision_model", "visual_projection", "text_model", "text_projection")
-_CLS_TEXT = Layout("vision_model", "visual_projection", "text_model", "text_projection", text_pool="cls", text_inputs=BERT_INPUTS)
+_HALF = (0.5, 0.5, 0.5)
 LAYOUTS: dict[str, Layout] = {
     "clip": _CLIP,
     "metaclip_2": _CLIP,
-    "siglip": Layout("vision_model", None, "text_model", None, "max_length"),  # heads inside the encoders
-    "chinese_clip": _CLS_TEXT,  # BERT text encoder, [CLS] token
-    "altclip": _CLS_TEXT,  # XLM-R text encoder, first token
+    "siglip": Layout("vision_model", None, "text_model", None, "max_length",  # heads inside the encoders
+                     vision_parts=Parts(final=("post_layernorm", "head")),
+                     text_parts=Parts(final=("final_layer_norm", "head")), image_mean=_HALF, image_std=_HALF),
+    "chinese_clip": Layout("vision_model", "visual_projection", "text_model", "text_projection", text_pool="cls",
+                           text_inputs=BERT_INPUTS, text_parts=_BERT),  # BERT text encoder, [CLS] token
+    "altclip": Layout("vision_model", "visual_projection", "text_model", "text_projection", text_pool="cls",
+                      text_inputs=BERT_INPUTS,  # XLM-R text encoder, first token after its LN + linear map
+                      text_parts=Parts(blocks="roberta.encoder.layers", final=("pre_LN", "transformation"), sublayers=None)),
 }
 
 
@@ -77,12 +100,15 @@ class _HFTower(nn.Module):
 
     modality = ""
 
-    def __init__(self, encoder: nn.Module, projection: nn.Module | None, embed_dim: int, hf_config: Any) -> None:
+    def __init__(self, encoder: nn.Module, projection: nn.Module | None, embed_dim: int, hf_config: Any,
+                 parts: Parts) -> None:
         super().__init__()
         self.encoder = encoder
         self.head_layer = projection if projection is not None else nn.Identity()
         self.embed_dim = embed_dim
+        self.width = projection.in_features if projection is not None else embed_dim  # pooled feature width
         self.hf_config = hf_config  # the full transformers config (written to checkpoint assets)
+        self.parts = parts  # where its blocks and final parts are
 
     def _inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -104,6 +130,27 @@ class _HFTower(nn.Module):
         out = self.encoder(**self._inputs(batch), output_hidden_states=True, return_dict=True)
         return list(out.hidden_states)
 
+    @property
+    def trunk_module(self) -> nn.Module:
+        return self.encoder
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.encoder.get_submodule(self.parts.blocks))
+
+    def sublayers(self, block: nn.Module) -> tuple[nn.Module, nn.Module]:
+        if self.parts.sublayers is None:
+            raise ConfigError(f"{type(block).__name__} is a post-norm block: its residual sums are inside its "
+                              "sub-modules, so it has no separate attention / MLP sub-layers")
+        attn, mlp = self.parts.sublayers
+        return block.get_submodule(attn), block.get_submodule(mlp)
+
+    def final_parts(self) -> list[nn.Module]:
+        children = dict(self.encoder.named_children())
+        return [children[name] for name in self.parts.final if name in children]
+
+    def token_embedding(self) -> nn.Embedding | None:
+        return None
+
 
 class HFImageTower(_HFTower):
     """Image tower: ``vision_model`` (+ ``visual_projection``) of a transformers dual encoder."""
@@ -111,8 +158,8 @@ class HFImageTower(_HFTower):
     modality = "image"
 
     def __init__(self, encoder: nn.Module, projection: nn.Module | None, embed_dim: int, hf_config: Any,
-                 processor: Any = None) -> None:
-        super().__init__(encoder, projection, embed_dim, hf_config)
+                 parts: Parts = _VISION, processor: Any = None) -> None:
+        super().__init__(encoder, projection, embed_dim, hf_config, parts)
         self.processor = processor  # the transformers image processor, or None (written to assets)
 
     def _inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -125,8 +172,8 @@ class HFTextTower(_HFTower):
     modality = "text"
 
     def __init__(self, encoder: nn.Module, projection: nn.Module | None, embed_dim: int, hf_config: Any,
-                 pool: str = "pooler", inputs: tuple[str, ...] = TEXT_INPUTS) -> None:
-        super().__init__(encoder, projection, embed_dim, hf_config)
+                 parts: Parts = _CLIP_TEXT, pool: str = "pooler", inputs: tuple[str, ...] = TEXT_INPUTS) -> None:
+        super().__init__(encoder, projection, embed_dim, hf_config, parts)
         self.pool = pool  # "pooler": the encoder's pooler_output; "cls": its first token
         self.inputs = inputs  # batch keys passed to the encoder
 
@@ -136,6 +183,9 @@ class HFTextTower(_HFTower):
     def trunk(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = self.encoder(**self._inputs(batch), return_dict=True)
         return out.pooler_output if self.pool == "pooler" else out.last_hidden_state[:, 0, :]
+
+    def token_embedding(self) -> nn.Embedding | None:
+        return self.encoder.get_input_embeddings()
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -205,13 +255,14 @@ def _load_processor(source: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ specs
-def _get(obj: Any, key: str) -> Any:
-    """``obj[key]`` or ``obj.key`` (processor sizes are dicts or SizeDicts), None if absent."""
-    if obj is None:
+def _get(hf_setting: Any, key: str) -> Any:
+    """``hf_setting[key]`` or ``hf_setting.key`` of a transformers image processor or one of its sizes
+    (dicts or SizeDicts), None if absent."""
+    if hf_setting is None:
         return None
-    if isinstance(obj, dict):
-        return obj.get(key)
-    return getattr(obj, key, None)
+    if isinstance(hf_setting, dict):
+        return hf_setting.get(key)
+    return getattr(hf_setting, key, None)
 
 
 def _resample_name(value: Any) -> str:
@@ -227,9 +278,8 @@ def _resample_name(value: Any) -> str:
 
 def image_spec(processor: Any, hf_config: Any) -> ImageSpec:
     """ImageSpec from the image processor's settings, else from the vision config with defaults."""
-    siglip = hf_config.model_type == "siglip"
-    default_mean = (0.5, 0.5, 0.5) if siglip else CLIP_MEAN
-    default_std = (0.5, 0.5, 0.5) if siglip else CLIP_STD
+    layout = LAYOUTS[hf_config.model_type]
+    default_mean, default_std = layout.image_mean, layout.image_std
     size = int(hf_config.vision_config.image_size)
     if processor is None:
         return ImageSpec(size=size, mean=default_mean, std=default_std, resample="bicubic")
@@ -282,9 +332,10 @@ def assemble(hf: nn.Module, tokenizer: Any, processor: Any, cfg: HFClipConfig) -
     image_dim, text_dim = _embed_dims(hf, layout)
     if image_dim != text_dim:
         raise ConfigError(f"{cfg.name_or_path}: image embeddings ({image_dim}) and text embeddings ({text_dim}) differ in size")
-    image = HFImageTower(getattr(hf, layout.vision), _child(hf, layout.vision_proj), image_dim, hf.config, processor)
+    image = HFImageTower(getattr(hf, layout.vision), _child(hf, layout.vision_proj), image_dim, hf.config,
+                         layout.vision_parts, processor)
     text = HFTextTower(getattr(hf, layout.text), _child(hf, layout.text_proj), text_dim, hf.config,
-                       pool=layout.text_pool, inputs=layout.text_inputs)
+                       layout.text_parts, pool=layout.text_pool, inputs=layout.text_inputs)
     ispec = image_spec(processor, hf.config)
     specs = {"image": ispec, "video": VideoSpec(image=ispec), "text": text_spec(tokenizer, hf.config, cfg.max_length)}
     scale = float(hf.logit_scale.detach().reshape(-1)[0])
@@ -298,6 +349,7 @@ class HFClipBackbone:
     """Registered as ``hf_clip``: CLIP-family dual encoders from transformers."""
 
     config_cls = HFClipConfig
+    by_name = False  # needs a hub name or folder: load("openai/clip-vit-base-patch32"), not load("hf_clip")
 
     def build(self, cfg: HFClipConfig, assets: Path | None = None) -> XModel:
         """``assets=None``: load ``cfg.name_or_path`` with its pretrained weights. Otherwise rebuild
@@ -329,7 +381,7 @@ class HFClipBackbone:
         image = model.tower("image")
         image.hf_config.save_pretrained(assets)
         model.spec("text").tokenizer.save_pretrained(assets)
-        if getattr(image, "processor", None) is not None:
+        if image.processor is not None:
             image.processor.save_pretrained(assets)
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from xmodal.backbones.base import BACKBONES, XModel
+from xmodal.encoders.base import NetInsides
 from xmodal.encoders.vision import VisionConfig, build_vision
 from xmodal.errors import ConfigError
 from xmodal.modalities.base import ImageSpec, TextSpec, VideoSpec
@@ -64,6 +65,7 @@ class TextTower(nn.Module):
         self.encoder = encoder
         self.pooling = pooling
         hidden = encoder.config.hidden_size
+        self.width = hidden
         self.embed_dim = embed_dim or hidden
         if not head and self.embed_dim != hidden:
             raise ConfigError(f"embed_dim {embed_dim} differs from the text hidden size {hidden}: set text_head=True")
@@ -90,15 +92,38 @@ class TextTower(nn.Module):
         out = self.encoder(**self._inputs(batch), output_hidden_states=True)
         return list(out.hidden_states)
 
+    @property
+    def trunk_module(self) -> nn.Module:
+        return self.encoder
 
-class ImageTower(nn.Module):
-    """A vision trunk (ConvNet/ViT) and a linear head into the shared space."""
+    def blocks(self) -> list[nn.Module]:
+        """The layers of a BERT-style encoder (``encoder.layer``: BERT, RoBERTa, XLM-R, MiniLM)."""
+        try:
+            return list(self.encoder.get_submodule("encoder.layer"))
+        except AttributeError:
+            raise ConfigError(f"{type(self.encoder).__name__} is not a BERT-style encoder (no encoder.layer)") from None
+
+    def sublayers(self, block: nn.Module) -> tuple[nn.Module, nn.Module]:
+        raise ConfigError(f"{type(block).__name__} is a post-norm block: its residual sums are inside its "
+                          "attention and output modules, so it has no separate sub-layers")
+
+    def final_parts(self) -> list[nn.Module]:
+        """None: mean / CLS pooling reads the last block's output directly."""
+        return []
+
+    def token_embedding(self) -> nn.Embedding | None:
+        return self.encoder.get_input_embeddings()
+
+
+class ImageTower(NetInsides, nn.Module):
+    """A vision trunk (ConvNet/ViT) and a linear head into the shared space; its insides are the trunk's."""
 
     modality = "image"
 
     def __init__(self, cfg: VisionConfig, embed_dim: int) -> None:
         super().__init__()
         self.trunk_net = build_vision(cfg)
+        self.width = self.trunk_net.out_dim
         self.embed_dim = embed_dim
         self.head_layer = nn.Linear(self.trunk_net.out_dim, embed_dim)
 
@@ -114,17 +139,25 @@ class ImageTower(nn.Module):
     def forward_features(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         return self.trunk_net.forward_features(batch["pixel_values"])
 
+    @property
+    def trunk_module(self) -> nn.Module:
+        return self.trunk_net
+
+
+LOCKS = (TextTower.modality, ImageTower.modality, "none")  # values of LiTConfig.lock: a tower, or none
+
 
 class LiTBackbone:
     """Registered as ``lit``."""
 
     config_cls = LiTConfig
+    by_name = True  # load("lit") builds one from LiTConfig
 
     def build(self, cfg: LiTConfig, assets: Path | None = None) -> XModel:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        if cfg.lock not in ("text", "image", "none"):
-            raise ConfigError(f"lock {cfg.lock!r} is not 'text', 'image' or 'none'")
+        if cfg.lock not in LOCKS:
+            raise ConfigError(f"lock {cfg.lock!r} is not one of {', '.join(map(repr, LOCKS))}")
         if assets is None:
             source = resolve_text_model(cfg.text_model)
             try:
@@ -159,7 +192,7 @@ class LiTBackbone:
 def apply_lock(model: XModel, lock: str) -> None:
     """Freeze the trunk of the locked tower (its head stays trainable)."""
     for name, tower in model.towers.items():
-        trunk = tower.encoder if name == "text" else tower.trunk_net
+        trunk = tower.trunk_module
         for p in trunk.parameters():
             p.requires_grad_(name != lock)
         if name == lock:

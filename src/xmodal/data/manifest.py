@@ -106,10 +106,11 @@ def resolve_path(root: str | Path | None, value: str | Path) -> Path:
 
 
 def _modality_by_suffix() -> dict[str, str]:
-    """Suffix -> modality for media files (text is excluded: a stray notes.txt is not an example)."""
+    """Suffix -> modality for media files (modalities whose items are strings, text, are excluded: a stray
+    notes.txt is not an example)."""
     table: dict[str, str] = {}
     for name in MODALITIES.names():
-        if name == "text":
+        if not MODALITIES.get(name).is_file:
             continue
         for ext in MODALITIES.get(name).extensions:
             table.setdefault(ext.lower(), name)
@@ -202,20 +203,19 @@ class MediaDataset(Dataset):
         row = self.rows[i]
         sample: dict[str, Any] = {}
         for m, col in self.columns.items():
-            value = row.get(col)
-            empty = value is None or (isinstance(value, str) and not value.strip() and m != "text")
-            if m in self.optional and (empty or (m != "text" and not resolve_path(self.root, value).exists())):
+            value, mod = row.get(col), MODALITIES.get(m)
+            empty = value is None or (isinstance(value, str) and not value.strip() and mod.is_file)
+            if m in self.optional and (empty or (mod.is_file and not resolve_path(self.root, value).exists())):
                 sample[m] = None  # absent modality: the row still counts
                 continue
             if empty:
                 raise DataError(self._where(i), f"no value in column {col!r} for {m}")
-            mod = MODALITIES.get(m)
-            if m != "text" and not isinstance(value, (str, Path)):
+            if mod.is_file and not isinstance(value, (str, Path)):
                 raise DataError(self._where(i), f"column {col!r} holds {type(value).__name__}, not a file path")
-            if m == "text":
-                sample[m] = mod.load(value, self.specs[m], source=self._where(i))
-            else:
+            if mod.is_file:
                 sample[m] = mod.load(resolve_path(self.root, value), self.specs[m])
+            else:  # the item itself (a caption), checked by the modality
+                sample[m] = mod.load(value, self.specs[m], source=self._where(i))
         if self.label_column:
             label = row.get(self.label_column)
             if label is None or str(label).strip() == "":

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from xmodal.encoders.base import ENCODERS, Builtin, standardize
-from xmodal.encoders.vision import Block
+from xmodal.encoders.vision import Block, Blockless, ClassTokenTransformer
 from xmodal.errors import ConfigError
 
 
@@ -25,7 +25,7 @@ class AudioCNNConfig:
     dropout: float = 0.1  # dropout on the pooled features
 
 
-class AudioCNN(nn.Module):
+class AudioCNN(Blockless, nn.Module):
     """A VGG-style CNN over log-mel spectrograms; tokens are the final frames (frequency pooled)."""
 
     input_key = "input_features"
@@ -60,7 +60,7 @@ class AudioTransformerConfig:
     max_tokens: int = 512  # longest token sequence (positional table size)
 
 
-class AudioTransformer(nn.Module):
+class AudioTransformer(ClassTokenTransformer):
     """A compact spectrogram transformer (in the spirit of AST, Gong et al. 2021): time patches of
     all mel bands, a class token, pre-norm blocks."""
 
@@ -76,7 +76,8 @@ class AudioTransformer(nn.Module):
         self.norm = nn.LayerNorm(cfg.width)
         self.out_dim = cfg.width
 
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens ``[B, 1 + frames // patch_frames, width]`` (class token first) with positions."""
         x = standardize(x, (1, 2))
         b, m, t = x.shape
         t = t // self.patch * self.patch
@@ -84,16 +85,7 @@ class AudioTransformer(nn.Module):
         x = torch.cat([self.cls.expand(b, -1, -1), self.proj(x)], 1)
         if x.shape[1] > self.pos.shape[1]:
             raise ConfigError(f"{x.shape[1] - 1} audio tokens exceed max_tokens {self.pos.shape[1] - 1}")
-        x = x + self.pos[:, : x.shape[1]]
-        feats = []
-        for block in self.blocks:
-            x = block(x)
-            feats.append(x)
-        return feats
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.forward_features(x)[-1][:, 0])
-
+        return x + self.pos[:, : x.shape[1]]
 
 
 

@@ -5,16 +5,15 @@ frozen model's space, fusion (``xmodal.fusion``) feeds several to a fusion head.
 registered object with a ``config_cls`` (one dataclass, one comment per field), the ``modality`` it
 reads and ``make(cfg, spec, assets) -> (net, spec)``: ``spec`` is a dict of the modality's spec fields
 (AudioSpec, SeriesSpec, ImageSpec), completed from the encoder where it fixes them (a transformers
-audio model fixes its mel bins). A net exposes ``input_key`` (the collated batch key it reads),
-``out_dim``, ``forward_features(x) -> [Tensor[B, N, out_dim]]`` (tokens after each stage) and
-``forward(x) -> Tensor[B, out_dim]`` (pooled). :class:`Tower` adds the linear head into the shared
-space, with the ``trunk``/``head``/``head_layer`` split the feature cache relies on.
+audio model fixes its mel bins). A net honours :class:`Net`. :class:`Tower` adds the linear head into
+the shared space, with the ``trunk``/``head``/``head_layer`` split the feature cache relies on, and
+is an ``Encoder`` (``backbones/base.py``) like every backbone's tower.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -25,6 +24,36 @@ from xmodal.modalities import MODALITIES
 from xmodal.registry import Registry
 
 ENCODERS: Registry[Any] = Registry("encoder")
+
+
+@runtime_checkable
+class Net(Protocol):
+    """What an encoder builds: token features and pooled features of one modality, and its insides.
+
+    The LiT vision trunks (``vision.py``: ConvNet, ViT) honour it too, but for ``input_key``."""
+
+    input_key: str  # the collated batch key it reads ("pixel_values", "input_features", ...)
+    out_dim: int  # width of its tokens and pooled features
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Tokens ``[B, N, out_dim]`` after each stage / block."""
+        ...
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``[B, out_dim]``."""
+        ...
+
+    def transformer_blocks(self) -> list[nn.Module]:
+        """Its transformer blocks, input side first; ``[]`` for a CNN."""
+        ...
+
+    def sublayers(self, block: nn.Module) -> tuple[nn.Module, nn.Module]:
+        """(attention, MLP) sub-layers of one of its blocks (a ConfigError when they are not separate)."""
+        ...
+
+    def final_parts(self) -> list[nn.Module]:
+        """Modules after the last block that shape the pooled features (a final norm)."""
+        ...
 
 
 def make_spec(modality: str, values: dict[str, Any]) -> Any:
@@ -40,8 +69,28 @@ def standardize(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     return (x - x.mean(dims, keepdim=True)) / (x.std(dims, keepdim=True) + 1e-5)
 
 
-class Tower(nn.Module):
-    """A trunk net and a linear head into the shared space (L2-normalised output)."""
+class NetInsides:
+    """``Encoder`` members (``backbones/base.py``) of a tower whose ``trunk_module`` is a :class:`Net`:
+    its blocks, sub-layers and final parts are the net's; it reads no tokens."""
+
+    trunk_module: nn.Module
+
+    def blocks(self) -> list[nn.Module]:
+        return self.trunk_module.transformer_blocks()
+
+    def sublayers(self, block: nn.Module) -> tuple[nn.Module, nn.Module]:
+        return self.trunk_module.sublayers(block)
+
+    def final_parts(self) -> list[nn.Module]:
+        return self.trunk_module.final_parts()
+
+    def token_embedding(self) -> nn.Embedding | None:
+        return None
+
+
+class Tower(NetInsides, nn.Module):
+    """A trunk net and a linear head into the shared space (L2-normalised output); an ``Encoder``
+    (``backbones/base.py``) whose insides are its net's."""
 
     def __init__(self, modality: str, net: nn.Module, embed_dim: int) -> None:
         super().__init__()
@@ -65,6 +114,10 @@ class Tower(nn.Module):
     def tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Last-stage tokens ``[B, N, width]`` (what intermediate fusion attends over)."""
         return self.forward_features(batch)[-1]
+
+    @property
+    def trunk_module(self) -> nn.Module:
+        return self.net
 
 
 class Builtin:

@@ -60,6 +60,18 @@ class HFAudioNet(nn.Module):
             return out.pooler_output
         return out.last_hidden_state.mean(1)
 
+    def transformer_blocks(self) -> list[nn.Module]:
+        """The encoder's ``layers`` (AST and Whisper, transformers 5)."""
+        return list(self.model.layers)
+
+    def final_parts(self) -> list[nn.Module]:
+        """The final LayerNorm (Whisper ``layer_norm``, AST ``layernorm``)."""
+        return [self.model.layer_norm if self.kind == "whisper" else self.model.layernorm]
+
+    def sublayers(self, block: nn.Module) -> tuple[nn.Module, nn.Module]:
+        raise ConfigError(f"{type(block).__name__} has no separate attention and MLP sub-layers "
+                          "(the MLP adds its residual inside)")
+
 
 def _frames(hf_config: Any) -> int:
     if hf_config.model_type == "whisper":

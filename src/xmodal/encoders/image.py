@@ -28,6 +28,15 @@ class ImageNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
+    def transformer_blocks(self) -> list[nn.Module]:
+        return self.body.transformer_blocks()
+
+    def final_parts(self) -> list[nn.Module]:
+        return self.body.final_parts()
+
+    def sublayers(self, block: nn.Module) -> tuple[nn.Module, nn.Module]:
+        return self.body.sublayers(block)
+
 
 
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from xmodal.encoders.base import ENCODERS, Builtin
+from xmodal.encoders.vision import Blockless
 from xmodal.errors import ConfigError
 
 
@@ -18,7 +19,7 @@ class SeriesCNNConfig:
     kernel: int = 5  # temporal kernel size
 
 
-class SeriesCNN(nn.Module):
+class SeriesCNN(Blockless, nn.Module):
     """A 1-D CNN over multichannel time series ``[B, channels, length]``; tokens are time steps."""
 
     input_key = "series_values"

@@ -2,7 +2,9 @@
 
 Both expose ``forward_features(pixel_values) -> list[Tensor[B, N, width]]`` (tokens after each stage /
 block) and ``forward(pixel_values) -> Tensor[B, width]`` (pooled), so probes, side networks and
-adapters work the same on either. The ViT uses separate q/k/v ``nn.Linear`` layers so that PEFT's LoRA
+adapters work the same on either, and declare their insides for the strategies that reach there:
+``transformer_blocks()`` (none for the ConvNet), ``sublayers(block)`` and ``final_parts()`` (the net
+contract of ``encoders/base.py``). The ViT uses separate q/k/v ``nn.Linear`` layers so that PEFT's LoRA
 can target them by name.
 """
 
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from xmodal.errors import ConfigError
 
 
 @dataclass
@@ -25,6 +29,19 @@ class VisionConfig:
     heads: int = 4  # vit attention heads
     mlp_ratio: float = 2.0  # vit MLP hidden = mlp_ratio * width
     dropout: float = 0.0  # dropout on the pooled features
+
+
+class Blockless:
+    """Net contract members of a trunk without transformer blocks (a CNN)."""
+
+    def transformer_blocks(self) -> list[nn.Module]:
+        return []
+
+    def final_parts(self) -> list[nn.Module]:
+        return []
+
+    def sublayers(self, block: nn.Module) -> tuple[nn.Module, nn.Module]:
+        raise ConfigError(f"{type(self).__name__} has no transformer blocks, so no attention / MLP sublayers")
 
 
 class ConvStage(nn.Module):
@@ -47,7 +64,7 @@ class ConvStage(nn.Module):
         return self.act(self.body(x) + self.skip(x))
 
 
-class ConvNet(nn.Module):
+class ConvNet(Blockless, nn.Module):
     """A ResNet-style ConvNet; output width = ``width * 2**min(depth-1, 2)``."""
 
     def __init__(self, cfg: VisionConfig) -> None:
@@ -101,7 +118,39 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class ViT(nn.Module):
+class ClassTokenTransformer(nn.Module):
+    """Pre-norm :class:`Block` s over tokens that start with a class token; pooled features are the final
+    norm of the class token. Subclasses set ``blocks`` (Blocks), ``norm`` and ``embed(x) -> tokens``."""
+
+    blocks: nn.ModuleList
+    norm: nn.LayerNorm
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Tokens ``[B, N, width]`` after each block."""
+        tokens = self.embed(x)
+        feats = []
+        for block in self.blocks:
+            tokens = block(tokens)
+            feats.append(tokens)
+        return feats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.forward_features(x)[-1][:, 0])
+
+    def transformer_blocks(self) -> list[nn.Module]:
+        return list(self.blocks)
+
+    def final_parts(self) -> list[nn.Module]:
+        return [self.norm]
+
+    def sublayers(self, block: nn.Module) -> tuple[nn.Module, nn.Module]:
+        return block.attn, block.mlp
+
+
+class ViT(ClassTokenTransformer):
     """A small Vision Transformer (Dosovitskiy et al., 2021) with a class token."""
 
     def __init__(self, cfg: VisionConfig) -> None:
@@ -121,23 +170,10 @@ class ViT(nn.Module):
         x = torch.cat([self.cls.expand(len(x), -1, -1), x], 1)
         return x + self.pos
 
-    def forward_features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
-        x = self.embed(pixel_values)
-        feats = []
-        for block in self.blocks:
-            x = block(x)
-            feats.append(x)
-        return feats
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.forward_features(pixel_values)[-1][:, 0])
-
 
 def build_vision(cfg: VisionConfig) -> nn.Module:
     """The vision trunk named by ``cfg.arch``."""
     archs = {"convnet": ConvNet, "vit": ViT}
     if cfg.arch not in archs:
-        from xmodal.errors import ConfigError
-
         raise ConfigError(f"vision.arch {cfg.arch!r} is not one of {sorted(archs)}")
     return archs[cfg.arch](cfg)

@@ -30,7 +30,7 @@ def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
 
 
 def retrieval_metrics(sim: torch.Tensor, positives: torch.Tensor | None = None, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
-    """Recall@K and median rank of query rows against gallery columns of ``sim`` (``[Q, G]``).
+    """Recall@K, median and mean rank of query rows against gallery columns of ``sim`` (``[Q, G]``).
 
     ``positives`` (bool ``[Q, G]``) marks correct items; default: the diagonal. The rank of a query is
     that of its best-ranked positive (1 = first)."""
@@ -41,4 +41,5 @@ def retrieval_metrics(sim: torch.Tensor, positives: torch.Tensor | None = None, 
     ranks = hits.float().argmax(1) + 1
     out = {f"R@{k}": float((ranks <= k).float().mean()) for k in ks}
     out["median_rank"] = float(ranks.float().median())
+    out["mean_rank"] = float(ranks.float().mean())
     return out

@@ -146,20 +146,13 @@ def file_hash(path: str) -> str:
 
 
 def duration_of(path: str, modality: str) -> float | None:
-    """Length in seconds of a video or audio file (None for images or when unknown)."""
+    """Length in seconds of a file as its modality says (None for stills, or when unknown)."""
+    from xmodal.modalities import MODALITIES
+
     try:
-        if modality == "audio":
-            import soundfile
-
-            return float(soundfile.info(path).duration)
-        if modality == "video":
-            import av
-
-            with av.open(path) as c:
-                return float(c.duration) / 1e6 if c.duration else None
+        return MODALITIES.get(modality).duration(Path(path))
     except Exception:  # noqa: BLE001 - metadata is best effort; decoding errors surface when embedding
         return None
-    return None
 
 
 @dataclass

@@ -156,6 +156,7 @@ class AudioModality:
     spec_cls = AudioSpec
     is_file = True
     frames_of = None
+    visual = False
 
     def load(self, item: str | Path, spec: AudioSpec) -> torch.Tensor:
         """An audio file -> float32 ``[n_mels, frames]``."""
@@ -166,6 +167,12 @@ class AudioModality:
         if not items:
             raise ValueError("cannot collate an empty list of audio clips")
         return {"input_features": torch.stack(items)}
+
+    def duration(self, path: Path) -> float | None:
+        return float(sf.info(str(path)).duration)
+
+    def still(self, path: Path) -> None:
+        return None  # nothing to see
 
 
 MODALITIES.register("audio", AudioModality())

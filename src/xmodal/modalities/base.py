@@ -7,6 +7,7 @@ turned into exactly what the tower was trained on (image size, mean/std, sample 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -49,17 +50,29 @@ class TextSpec:
 @runtime_checkable
 class Modality(Protocol):
     """One kind of input. ``load`` takes a path (a string for text) and returns one sample;
-    ``collate`` stacks samples into the batch dict a tower's ``forward`` takes."""
+    ``collate`` stacks samples into the batch dict a tower's ``forward`` takes. Code that treats
+    modalities differently asks these members, never a modality's name."""
 
     name: str  # registry name
     extensions: tuple[str, ...]  # file suffixes this modality reads (folders of class folders, indexing)
     spec_cls: type | None  # its preprocessing settings dataclass (what ``model.spec(name)`` returns)
     is_file: bool  # True: items are file paths (resolved against a data root); False: items are strings
-    frames_of: str | None  # a sequence of another modality's items (video: frames of "image"), else None
+    frames_of: str | None  # a sequence of another modality's items (video: frames of "image"), else None;
+    # a model without a tower of its own encodes it frame by frame with that modality's tower
+    visual: bool  # True: its files show a picture (``still`` gives one: search-page thumbnails)
 
     def load(self, item: Any, spec: Any) -> Any: ...
 
     def collate(self, items: list[Any], spec: Any) -> dict[str, torch.Tensor]: ...
+
+    def duration(self, path: Path) -> float | None:
+        """Length of the file ``path`` in seconds; None when it has no time axis or it is unknown."""
+        ...
+
+    def still(self, path: Path) -> Any:
+        """An RGB ``PIL.Image`` showing the file ``path`` (an image, a video's first frame); None when
+        the modality has no picture."""
+        ...
 
 
 MODALITIES: Registry[Modality] = Registry("modality")

@@ -110,6 +110,7 @@ class ImageModality:
     spec_cls = ImageSpec
     is_file = True
     frames_of = None
+    visual = True
 
     def load(self, item: str | Path | Image.Image, spec: ImageSpec) -> torch.Tensor:
         """A file path (or an in-memory image) -> ``[3, size, size]``."""
@@ -121,6 +122,12 @@ class ImageModality:
         if not items:
             raise ValueError("cannot collate an empty list of images")
         return {"pixel_values": torch.stack(items)}
+
+    def duration(self, path: Path) -> float | None:
+        return None  # a still
+
+    def still(self, path: Path) -> Image.Image:
+        return Image.open(path).convert("RGB")
 
 
 MODALITIES.register("image", ImageModality())

@@ -86,6 +86,7 @@ class SeriesModality:
     spec_cls = SeriesSpec
     is_file = True
     frames_of = None
+    visual = False
 
     def load(self, item: str | Path, spec: SeriesSpec) -> torch.Tensor:
         """A stream file -> float32 ``[channels, spec.length]``."""
@@ -109,6 +110,12 @@ class SeriesModality:
         if len(shapes) > 1:
             raise ConfigError(f"series of different shapes {sorted(shapes)} in one batch: set SeriesSpec.channels")
         return {"series_values": torch.stack(items)}
+
+    def duration(self, path: Path) -> None:
+        return None  # steps carry no sample rate
+
+    def still(self, path: Path) -> None:
+        return None  # not shown as a picture
 
 
 MODALITIES.register("series", SeriesModality())

@@ -39,6 +39,7 @@ class TextModality:
     spec_cls = TextSpec
     is_file = False
     frames_of = None
+    visual = False
 
     def load(self, item: Any, spec: TextSpec | None = None, source: str | None = None) -> str:
         """The stripped caption ``item``; a DataError naming ``source`` (or the file, or ``<text>``)
@@ -71,6 +72,12 @@ class TextModality:
         if "attention_mask" not in out:
             out["attention_mask"] = torch.ones_like(out["input_ids"])
         return out
+
+    def duration(self, path: Path) -> None:
+        return None  # text has no time axis
+
+    def still(self, path: Path) -> None:
+        return None  # text is not shown as a picture
 
 
 MODALITIES.register("text", TextModality())

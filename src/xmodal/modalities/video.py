@@ -172,6 +172,7 @@ class VideoModality:
     spec_cls = VideoSpec
     is_file = True
     frames_of = "image"
+    visual = True
 
     def load(self, item: str | Path, spec: VideoSpec, generator: torch.Generator | None = None) -> torch.Tensor:
         """A video file -> float32 ``[num_frames, 3, size, size]``."""
@@ -183,6 +184,15 @@ class VideoModality:
         if not items:
             raise ValueError("cannot collate an empty list of videos")
         return {"pixel_values": torch.stack(items)}
+
+    def duration(self, path: Path) -> float | None:
+        """The container's duration (None when it does not say)."""
+        with av.open(str(path)) as container:
+            return float(container.duration) / 1e6 if container.duration else None
+
+    def still(self, path: Path) -> Image.Image:
+        """The first frame."""
+        return read_frames(path)[0].convert("RGB")
 
 
 MODALITIES.register("video", VideoModality())

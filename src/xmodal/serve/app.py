@@ -161,19 +161,13 @@ def _resolve(index: Any, roots: list[Path], root: str, rel: str) -> "Path | None
 def _thumbnail(path: Path, size: int) -> "bytes | None":
     from PIL import Image
 
-    from xmodal.modalities import modality_of
+    from xmodal.modalities import MODALITIES, modality_of
 
     try:
-        kind = modality_of(str(path))
-        if kind == "image":
-            img = Image.open(path).convert("RGB")
-        elif kind == "video":
-            from xmodal.modalities.video import read_frames
-
-            img = read_frames(path)[0].convert("RGB")
-        else:
-            return None
+        img = MODALITIES.get(modality_of(str(path))).still(path)
     except Exception:  # noqa: BLE001 - an unreadable file has no thumbnail
+        return None
+    if img is None:
         return None
     scale = size / max(img.size)
     img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.NEAREST)
@@ -183,11 +177,13 @@ def _thumbnail(path: Path, size: int) -> "bytes | None":
 
 
 def _hit_json(hit: Any, roots: list[Path]) -> dict[str, Any]:
+    from xmodal.modalities import MODALITIES
+
     root = roots.index(Path(hit.root)) if Path(hit.root) in roots else -1
     rel = quote(os.path.relpath(hit.path, hit.root))
     out = {"path": hit.path, "name": Path(hit.path).name, "modality": hit.modality, "score": round(hit.score, 4),
            "duration": hit.duration, "url": f"/media/{root}/{rel}"}
-    if hit.modality in ("image", "video"):
+    if hit.modality in MODALITIES and MODALITIES.get(hit.modality).visual:
         out["thumb"] = f"/thumb/{root}/{rel}"
     return out
 

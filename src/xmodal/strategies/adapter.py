@@ -23,8 +23,8 @@ from torch import nn
 from xmodal.errors import ConfigError
 from xmodal.strategies.base import STRATEGIES, VideoClassifier
 from xmodal.strategies.heads import HeadConfig
-from xmodal.strategies.hooks import (block_input, block_sublayers, first_tensor, replace_first, train_norms,
-                                  vision_blocks, vision_width, with_block_input)
+from xmodal.strategies.hooks import (block_input, first_tensor, replace_first, train_norms, vision_blocks,
+                                  with_block_input)
 from xmodal.strategies.temporal_head import head_classifier
 
 
@@ -81,14 +81,17 @@ def _pre_hook(adapter: Adapter):
 class AdapterStrategy:
     config_cls = AdapterConfig
     frozen = False
+    default_lr = None  # the engine's rate
+    backbone_lr_scale = 1.0  # the norms it unfreezes (``norms``) learn at the adapters' rate
     paper = "ST-Adapter (Pan et al., NeurIPS 2022); per-frame: Houlsby et al., ICML 2019"
 
     def apply(self, model: Any, classes: Sequence[str], cfg: AdapterConfig) -> VideoClassifier:
         if cfg.position not in ("input", "sublayers"):
             raise ConfigError(f"adapter: position must be 'input' or 'sublayers', got {cfg.position!r}")
-        blocks = vision_blocks(model.tower("image"), "adapter")
-        sites = [m for b in blocks for m in block_sublayers(b)] if cfg.position == "sublayers" else blocks
-        width = vision_width(model.tower("image"))
+        tower = model.tower("image")
+        blocks = vision_blocks(tower, "adapter")
+        sites = [m for b in blocks for m in tower.sublayers(b)] if cfg.position == "sublayers" else blocks
+        width = tower.width
         clf = head_classifier(model, classes, "adapter", cfg, frozen=False)
         adapters = nn.ModuleList(Adapter(width, cfg, clf.context) for _ in sites)
         clf.added["adapters"] = adapters

@@ -19,6 +19,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 import torch
 from torch import nn
 
+from xmodal.backbones.base import per_frame
 from xmodal.config import from_dict, to_dict
 from xmodal.errors import CheckpointError
 from xmodal.registry import Registry
@@ -37,10 +38,14 @@ class Strategy(Protocol):
     - ``config_cls``: its config dataclass (a one-line comment per field);
     - ``frozen``: True when the backbone is untouched (the engine then trains on cached features);
     - ``apply(model, classes, cfg)``: wrap or inject into ``model`` and return a VideoClassifier whose
-      trainable parameters are exactly the strategy's own."""
+      trainable parameters are exactly the strategy's own;
 
-    config_cls: type
-    frozen: bool
+    and its learning-rate defaults (``default_lr``, ``backbone_lr_scale``), read by ``train.py``."""
+
+    config_cls: type  # its config dataclass
+    frozen: bool  # True: the backbone is untouched (the engine trains on cached features)
+    default_lr: float | None  # peak rate when TransferConfig.lr is 0; None = the engine's (TransferConfig.fit.lr)
+    backbone_lr_scale: float  # multiplier of that rate for the base weights it unfreezes (1.0 when none)
     paper: str  # the method's paper, for reports
 
     def apply(self, model: Any, classes: Sequence[str], cfg: Any) -> "VideoClassifier": ...
@@ -51,9 +56,7 @@ STRATEGIES: Registry[Strategy] = Registry("strategy")
 
 def frame_trunk(clf: "VideoClassifier", pixels: torch.Tensor) -> torch.Tensor:
     """``[B, T, W]`` pooled trunk features of each frame (before the projection into the shared space)."""
-    b, t = pixels.shape[:2]
-    clf.context["frames"] = t
-    return clf.vision.trunk({"pixel_values": pixels.flatten(0, 1)}).view(b, t, -1)
+    return clf.per_frame(clf.vision.trunk, pixels)
 
 
 class VideoClassifier(nn.Module):
@@ -78,6 +81,12 @@ class VideoClassifier(nn.Module):
     def vision(self) -> nn.Module:
         return self.base.tower("image")
 
+    def per_frame(self, fn: Callable[[dict[str, torch.Tensor]], torch.Tensor], pixels: torch.Tensor) -> torch.Tensor:
+        """``fn`` (the image tower or one of its methods) on every frame of ``pixels`` ``[B, T, 3, H, W]``
+        at once, as ``[B, T, ...]``; injected modules read the frames per clip from ``context``."""
+        self.context["frames"] = pixels.shape[1]
+        return per_frame(fn, {"pixel_values": pixels})
+
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.reader(self, pixels)
 
@@ -98,10 +107,7 @@ class VideoClassifier(nn.Module):
 
     def embed(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, D]`` L2-normalised frame-averaged clip embedding through the (possibly adapted) tower."""
-        b, t = pixels.shape[:2]
-        self.context["frames"] = t
-        frames = self.vision({"pixel_values": pixels.flatten(0, 1)}).view(b, t, -1)
-        return nn.functional.normalize(frames.mean(1), dim=-1)
+        return nn.functional.normalize(self.per_frame(self.vision, pixels).mean(1), dim=-1)
 
     def inference_modules(self) -> list[nn.Module]:
         """Modules a video prediction runs (for parameter counts): the image tower and the additions."""

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from xmodal.backbones.base import per_frame
 from xmodal.encoders.vision import ConvNet, VisionConfig
 from xmodal.strategies.base import STRATEGIES, VideoClassifier, freeze
 from xmodal.strategies.heads import HeadConfig, TemporalHead
@@ -38,8 +39,8 @@ class Student(nn.Module):
         self.head = TemporalHead(self.net.out_dim, num_classes, cfg.head)
 
     def frames(self, pixels: torch.Tensor) -> torch.Tensor:
-        b, t = pixels.shape[:2]
-        return self.net(pixels.flatten(0, 1)).view(b, t, -1)
+        """``[B, T, W]`` student features of each frame."""
+        return per_frame(lambda batch: self.net(batch["pixel_values"]), {"pixel_values": pixels})
 
 
 class DistillClassifier(VideoClassifier):
@@ -72,6 +73,8 @@ class DistillClassifier(VideoClassifier):
 class Distill:
     config_cls = DistillConfig
     frozen = True
+    default_lr = None  # the engine's rate
+    backbone_lr_scale = 1.0  # unfreezes no base weight
     paper = "Hinton et al., Distilling the Knowledge in a Neural Network, 2015 (feature matching: CLIP-KD, CVPR 2024)"
 
     def apply(self, model: Any, classes: Sequence[str], cfg: DistillConfig) -> VideoClassifier:

@@ -12,7 +12,6 @@ from typing import Any, Sequence
 
 from xmodal.strategies.base import STRATEGIES, VideoClassifier
 from xmodal.strategies.heads import HeadConfig
-from xmodal.strategies.hooks import trunk_modules
 from xmodal.strategies.temporal_head import head_classifier
 
 
@@ -24,13 +23,13 @@ class FullConfig:
 class Full:
     config_cls = FullConfig
     frozen = False
+    default_lr = None  # the engine's rate, for the head
     backbone_lr_scale = 0.1  # the unfrozen backbone learns at 0.1 x the head's rate (3e-4 by default)
     paper = "Rasheed et al., ViFi-CLIP: Fine-tuned CLIP Models are Efficient Video Learners, CVPR 2023"
 
     def apply(self, model: Any, classes: Sequence[str], cfg: FullConfig) -> VideoClassifier:
         clf = head_classifier(model, classes, "full", cfg, frozen=False)
-        for module in trunk_modules(clf.vision):
-            module.requires_grad_(True)
+        clf.vision.trunk_module.requires_grad_(True)
         return clf
 
 

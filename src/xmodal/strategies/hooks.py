@@ -1,9 +1,10 @@
-"""Where strategies reach inside a vision tower: its transformer blocks, widths and features.
+"""Where strategies reach inside a tower: its transformer blocks, and hooks on their inputs and outputs.
 
-One small accessor per backbone family, so adapters, visual prompts, partial fine-tuning and side
-networks are written once: ``vision_blocks(tower)`` gives the list of transformer blocks of the LiT
-ViT or of a transformers CLIP/SigLIP vision encoder. Towers without blocks (the LiT ConvNet) raise a
-ConfigError that names what the strategy needs.
+Every tower declares its insides (the ``Encoder`` protocol of ``backbones/base.py``: ``blocks()``,
+``sublayers(block)``, ``final_parts()``, ``trunk_module``, ``width``, ``token_embedding()``), so adapters,
+visual prompts, partial fine-tuning and side networks are written once for the LiT ViT and for
+transformers CLIP/SigLIP encoders. A tower without blocks (the LiT ConvNet) gives a ConfigError that
+names what the strategy needs.
 """
 
 from __future__ import annotations
@@ -17,58 +18,19 @@ from xmodal.errors import ConfigError
 
 
 def vision_blocks(tower: nn.Module, need: str = "this strategy") -> list[nn.Module]:
-    """The transformer blocks of an image tower, input side first."""
-    trunk = getattr(tower, "trunk_net", None)
-    if trunk is not None and hasattr(trunk, "blocks") and hasattr(trunk, "cls"):
-        return list(trunk.blocks)
-    encoder = getattr(tower, "encoder", None)
-    layers = getattr(getattr(encoder, "encoder", None), "layers", None)
-    if layers is not None:
-        return list(layers)
-    raise ConfigError(f"{need} needs a transformer vision tower (LiT vision.arch='vit', or a CLIP/SigLIP model); "
-                      f"this image tower ({type(getattr(tower, 'trunk_net', tower)).__name__}) has no blocks")
-
-
-def block_sublayers(block: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """(attention, MLP) sub-layers of a transformer block: their outputs are added to the residual
-    stream, so a hook on them acts before the residual sum (LiT ``attn``/``mlp``, transformers
-    ``self_attn``/``mlp``)."""
-    attn = getattr(block, "attn", None)
-    attn = attn if attn is not None else getattr(block, "self_attn", None)
-    mlp = getattr(block, "mlp", None)
-    if attn is None or mlp is None:
-        raise ConfigError(f"{type(block).__name__} has no attention / MLP sub-layers (attn or self_attn, and mlp)")
-    return attn, mlp
-
-
-def vision_width(tower: nn.Module) -> int:
-    """Width of the pooled trunk features (``tower.trunk``) = token width of the blocks."""
-    trunk = getattr(tower, "trunk_net", None)
-    if trunk is not None:
-        return int(trunk.out_dim)
-    return int(tower.hf_config.vision_config.hidden_size)
-
-
-def final_parts(tower: nn.Module) -> list[nn.Module]:
-    """Modules after the last block that shape the pooled features (final norm, SigLIP's MAP head)."""
-    trunk = getattr(tower, "trunk_net", None)
-    if trunk is not None:
-        return [trunk.norm] if hasattr(trunk, "norm") else []
-    enc = tower.encoder
-    return [m for m in (getattr(enc, "post_layernorm", None), getattr(enc, "head", None)) if m is not None]
-
-
-def trunk_modules(tower: nn.Module) -> list[nn.Module]:
-    """The feature extractor of a tower (everything but the projection into the shared space)."""
-    return [getattr(tower, "trunk_net", None) or tower.encoder]
+    """The transformer blocks of an image tower, input side first (a ConfigError when it has none)."""
+    blocks = tower.blocks()
+    if not blocks:
+        raise ConfigError(f"{need} needs a transformer vision tower (LiT vision.arch='vit', or a CLIP/SigLIP model); "
+                          f"this image tower ({type(tower.trunk_module).__name__}) has no blocks")
+    return blocks
 
 
 def train_norms(tower: nn.Module) -> None:
     """Let the LayerNorms of a tower's trunk train (with adapters: Houlsby et al., 2019)."""
-    for trunk in trunk_modules(tower):
-        for module in trunk.modules():
-            if isinstance(module, nn.LayerNorm):
-                module.requires_grad_(True)
+    for module in tower.trunk_module.modules():
+        if isinstance(module, nn.LayerNorm):
+            module.requires_grad_(True)
 
 
 def first_tensor(output: Any) -> torch.Tensor:
@@ -99,8 +61,9 @@ def with_block_input(args: tuple, kwargs: dict, value: torch.Tensor, as_kwarg: b
 
 
 def text_token_embedding(tower: nn.Module) -> nn.Embedding:
-    """The word-embedding table of a text tower (LiT BERT or a transformers CLIP/SigLIP text model)."""
-    encoder = getattr(tower, "encoder", None)
-    if encoder is None or not hasattr(encoder, "get_input_embeddings"):
-        raise ConfigError("learnable text context needs a transformers text tower with input embeddings")
-    return encoder.get_input_embeddings()
+    """The word-embedding table of a text tower (a ConfigError when the tower reads no tokens)."""
+    table = tower.token_embedding()
+    if table is None:
+        raise ConfigError(f"learnable text context needs a text tower with input embeddings; "
+                          f"the {tower.modality!r} tower ({type(tower).__name__}) has none")
+    return table

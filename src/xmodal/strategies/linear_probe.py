@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from xmodal.strategies.base import STRATEGIES, VideoClassifier, freeze
-from xmodal.strategies.hooks import vision_width
 
 
 @dataclass
@@ -35,11 +34,13 @@ class FrameAverageLinear(nn.Module):
 class LinearProbe:
     config_cls = LinearProbeConfig
     frozen = True
+    default_lr = None  # the engine's rate
+    backbone_lr_scale = 1.0  # unfreezes no base weight
     paper = "Radford et al., CLIP (linear probe), ICML 2021"
 
     def apply(self, model: Any, classes: Sequence[str], cfg: LinearProbeConfig) -> VideoClassifier:
         freeze(model)
-        head = FrameAverageLinear(vision_width(model.tower("image")), len(classes), cfg.normalize)
+        head = FrameAverageLinear(model.tower("image").width, len(classes), cfg.normalize)
         return VideoClassifier(model, classes, "linear_probe", cfg, {"head": head}, frozen=True)
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from xmodal.errors import ConfigError
 from xmodal.strategies.base import STRATEGIES, VideoClassifier
 from xmodal.strategies.heads import HeadConfig
-from xmodal.strategies.hooks import trunk_modules, vision_blocks
+from xmodal.strategies.hooks import vision_blocks
 from xmodal.strategies.temporal_head import head_classifier
 
 
@@ -46,6 +46,7 @@ class LoRA:
     frozen = False
     default_lr = 1e-2  # LoRA wants a higher rate than a head or full tuning: B starts at zero and the update
     # is low-rank (Hu et al. tune it per task); measured on the world's motion classes, 1e-2 beats 3e-3 on val
+    backbone_lr_scale = 1.0  # its LoRA layers sit inside the base (``base.`` names): they learn at default_lr
     paper = "Hu et al., LoRA: Low-Rank Adaptation of Large Language Models, ICLR 2022 (via PEFT)"
 
     def apply(self, model: Any, classes: Sequence[str], cfg: LoRAConfig) -> VideoClassifier:
@@ -53,7 +54,7 @@ class LoRA:
 
         vision_blocks(model.tower("image"), "lora")
         clf = head_classifier(model, classes, "lora", cfg, frozen=False)
-        trunk = trunk_modules(clf.vision)[0]
+        trunk = clf.vision.trunk_module
         names = [n for n, m in trunk.named_modules() if isinstance(m, nn.Linear)]
         hits = [n for n in names if any(n == t or n.endswith("." + t) for t in cfg.targets)]
         if not hits:

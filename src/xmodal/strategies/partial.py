@@ -15,7 +15,7 @@ from torch import nn
 from xmodal.errors import ConfigError
 from xmodal.strategies.base import STRATEGIES, VideoClassifier
 from xmodal.strategies.heads import HeadConfig
-from xmodal.strategies.hooks import final_parts, trunk_modules, vision_blocks
+from xmodal.strategies.hooks import vision_blocks
 from xmodal.strategies.temporal_head import head_classifier
 
 NORMS = (nn.LayerNorm, nn.BatchNorm2d, nn.GroupNorm)
@@ -31,6 +31,7 @@ class PartialConfig:
 class Partial:
     config_cls = PartialConfig
     frozen = False
+    default_lr = None  # the engine's rate, for the head
     backbone_lr_scale = 0.3  # the unfrozen backbone weights learn at 0.3 x the head's rate (1e-3 by default)
     paper = "last-k fine-tuning; BitFit: Ben Zaken et al., ACL 2022"
 
@@ -42,13 +43,12 @@ class Partial:
             blocks = vision_blocks(clf.vision, "partial (last_k)")
             if not 1 <= cfg.k <= len(blocks):
                 raise ConfigError(f"partial.k must be in 1..{len(blocks)} (blocks of this tower), got {cfg.k}")
-            for module in [*blocks[-cfg.k:], *final_parts(clf.vision)]:
+            for module in [*blocks[-cfg.k:], *clf.vision.final_parts()]:
                 module.requires_grad_(True)
             return clf
-        for trunk in trunk_modules(clf.vision):
-            for module in trunk.modules():
-                for name, p in module.named_parameters(recurse=False):
-                    p.requires_grad_(name == "bias" or isinstance(module, NORMS))
+        for module in clf.vision.trunk_module.modules():
+            for name, p in module.named_parameters(recurse=False):
+                p.requires_grad_(name == "bias" or isinstance(module, NORMS))
         return clf
 
 

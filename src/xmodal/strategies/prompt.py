@@ -19,7 +19,7 @@ from torch import nn
 
 from xmodal.strategies.base import STRATEGIES, VideoClassifier, freeze
 from xmodal.strategies.heads import HeadConfig, TemporalHead
-from xmodal.strategies.hooks import block_input, text_token_embedding, vision_blocks, vision_width, with_block_input
+from xmodal.strategies.hooks import block_input, text_token_embedding, vision_blocks, with_block_input
 
 PLACEHOLDER = "x"  # a one-token word whose embeddings the learned context replaces
 
@@ -119,12 +119,14 @@ class PromptHead(nn.Module):
 class Prompt:
     config_cls = PromptConfig
     frozen = False
+    default_lr = None  # the engine's rate
+    backbone_lr_scale = 1.0  # unfreezes no base weight
     paper = "VPT: Jia et al., ECCV 2022; CoOp: Zhou et al., IJCV 2022"
 
     def apply(self, model: Any, classes: Sequence[str], cfg: PromptConfig) -> VideoClassifier:
         tower = model.tower("image")
         blocks = vision_blocks(tower, "prompt (VPT)")
-        width = vision_width(tower)
+        width = tower.width
         freeze(model)
         added: dict[str, nn.Module] = {}
         if cfg.text_context > 0:

@@ -17,7 +17,7 @@ from torch import nn
 from xmodal.errors import ConfigError
 from xmodal.strategies.base import STRATEGIES, VideoClassifier, freeze
 from xmodal.strategies.heads import HeadConfig, TemporalHead
-from xmodal.strategies.hooks import vision_blocks, vision_width
+from xmodal.strategies.hooks import vision_blocks
 
 
 @dataclass
@@ -30,11 +30,8 @@ class SideNetworkConfig:
 def layer_tokens(clf: VideoClassifier, pixels: torch.Tensor) -> torch.Tensor:
     """``[B, T, L, N, W]``: every token (class token and patches, so *where* things are survives) of
     the last L blocks, per frame."""
-    b, t = pixels.shape[:2]
-    clf.context["frames"] = t
-    feats = clf.vision.forward_features({"pixel_values": pixels.flatten(0, 1)})
-    feats = feats[-(clf.config.layers or len(vision_blocks(clf.vision))):]
-    return torch.stack(feats, 1).view(b, t, len(feats), *feats[0].shape[1:])
+    last = clf.config.layers or len(vision_blocks(clf.vision))
+    return clf.per_frame(lambda batch: torch.stack(clf.vision.forward_features(batch)[-last:], 1), pixels)
 
 
 class SideNetwork(nn.Module):
@@ -57,6 +54,8 @@ class SideNetwork(nn.Module):
 class SideNetworkStrategy:
     config_cls = SideNetworkConfig
     frozen = True
+    default_lr = None  # the engine's rate
+    backbone_lr_scale = 1.0  # unfreezes no base weight
     paper = "Lin et al., EVL: Frozen CLIP Models are Efficient Video Learners, ECCV 2022"
 
     def apply(self, model: Any, classes: Sequence[str], cfg: SideNetworkConfig) -> VideoClassifier:
@@ -68,7 +67,7 @@ class SideNetworkStrategy:
         size = model.spec("image").size
         with torch.no_grad():
             tokens = tower.forward_features({"pixel_values": torch.zeros(1, 3, size, size)})[-1].shape[1]
-        net = SideNetwork(cfg.layers or n, tokens, vision_width(tower), cfg.width, len(classes), cfg.head)
+        net = SideNetwork(cfg.layers or n, tokens, tower.width, cfg.width, len(classes), cfg.head)
         return VideoClassifier(model, classes, "side_network", cfg, {"head": net}, frozen=True, reader=layer_tokens)
 
 

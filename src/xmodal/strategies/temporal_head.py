@@ -15,7 +15,6 @@ from torch import nn
 
 from xmodal.strategies.base import STRATEGIES, VideoClassifier, freeze
 from xmodal.strategies.heads import HeadConfig, TemporalHead
-from xmodal.strategies.hooks import vision_width
 
 
 @dataclass
@@ -28,13 +27,15 @@ def head_classifier(model: Any, classes: Sequence[str], name: str, cfg: Any, fro
     """A VideoClassifier: frozen ``model`` + ``TemporalHead(cfg.head)`` over its frame trunk features
     (+ ``extra`` modules the strategy injects); used by every modified-feature strategy."""
     freeze(model)
-    head = TemporalHead(vision_width(model.tower("image")), len(classes), cfg.head)
+    head = TemporalHead(model.tower("image").width, len(classes), cfg.head)
     return VideoClassifier(model, classes, name, cfg, {"head": head, **(extra or {})}, frozen=frozen)
 
 
 class TemporalHeadStrategy:
     config_cls = TemporalHeadConfig
     frozen = True
+    default_lr = None  # the engine's rate
+    backbone_lr_scale = 1.0  # unfreezes no base weight
     paper = "Luo et al., CLIP4Clip (seqTransf), Neurocomputing 2022"
 
     def apply(self, model: Any, classes: Sequence[str], cfg: TemporalHeadConfig) -> VideoClassifier:

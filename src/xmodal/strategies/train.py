@@ -27,7 +27,7 @@ from xmodal.config import from_dict
 from xmodal.data.manifest import MediaDataset
 from xmodal.engine.fit import FitConfig, History, fit
 from xmodal.errors import ConfigError, DataError
-from xmodal.strategies.base import STRATEGIES, VideoClassifier
+from xmodal.strategies.base import STRATEGIES, Strategy, VideoClassifier
 
 DEFAULT_LR = 3e-3  # heads, adapters, LoRA, prompts; strategies that unfreeze backbone weights scale it
 # for those weights with ``backbone_lr_scale``
@@ -164,15 +164,16 @@ def train(clf: VideoClassifier, train_clips: ClipSet, val_clips: ClipSet | None,
     return history, cache_seconds
 
 
-def _fit_config(cfg: TransferConfig, strategy: Any) -> FitConfig:
+def _fit_config(cfg: TransferConfig, strategy: Strategy) -> FitConfig:
     """The engine settings of a run: ``cfg.lr`` (else the strategy's ``default_lr``, else ``cfg.fit.lr``)
     for what the strategy adds, scaled by the strategy's ``backbone_lr_scale`` for the base weights it
     unfreezes (full / partial tuning: a pretrained backbone moves gently under a freshly initialised head)."""
     import dataclasses
 
     scales = dict(cfg.fit.lr_scales)
-    scales.setdefault("base.", getattr(strategy, "backbone_lr_scale", 1.0))
-    lr = cfg.lr if cfg.lr > 0 else getattr(strategy, "default_lr", cfg.fit.lr)
+    scales.setdefault("base.", strategy.backbone_lr_scale)
+    default = strategy.default_lr if strategy.default_lr is not None else cfg.fit.lr
+    lr = cfg.lr if cfg.lr > 0 else default
     return dataclasses.replace(cfg.fit, lr=lr, lr_scales=scales)
 
 

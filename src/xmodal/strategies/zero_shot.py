@@ -23,9 +23,7 @@ class ZeroShotConfig:
 
 def frame_embeddings(clf: VideoClassifier, pixels: torch.Tensor) -> torch.Tensor:
     """``[B, T, D]`` L2-normalised embeddings of each frame in the shared space."""
-    b, t = pixels.shape[:2]
-    clf.context["frames"] = t
-    return clf.vision({"pixel_values": pixels.flatten(0, 1)}).view(b, t, -1)
+    return clf.per_frame(clf.vision, pixels)
 
 
 class PromptClassifier(nn.Module):
@@ -44,6 +42,8 @@ class PromptClassifier(nn.Module):
 class ZeroShot:
     config_cls = ZeroShotConfig
     frozen = True
+    default_lr = None  # nothing trains
+    backbone_lr_scale = 1.0  # unfreezes no base weight
     paper = "Radford et al., CLIP, ICML 2021"
 
     def apply(self, model: Any, classes: Sequence[str], cfg: ZeroShotConfig) -> VideoClassifier:

@@ -31,7 +31,7 @@ class _Items(Dataset):
 
     def __getitem__(self, i: int) -> tuple[int, Any, DataError | None]:
         item = self.items[i]
-        if self.modality.name != "text":
+        if self.modality.is_file:
             item = Path(item) if self.root is None or Path(item).is_absolute() else self.root / item
         try:
             return i, self.modality.load(item, self.spec), None

@@ -6,11 +6,15 @@
   2020), so two captions of the same class are not pushed apart.
 - ``siglip``: pairwise sigmoid loss with learnable temperature and bias (Zhai et al., "Sigmoid Loss
   for Language Image Pre-Training", ICCV 2023); with ``labels`` same-label pairs are positives.
+
+A registered loss is a :class:`ContrastiveLoss`: callable like the functions below, and declaring
+``uses_bias`` (whether ``logit_bias`` enters it, so alignment trains the bias only when it does).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
@@ -18,7 +22,33 @@ from torch import nn
 from xmodal.registry import Registry
 
 LossFn = Callable[..., torch.Tensor]
-LOSSES: Registry[LossFn] = Registry("loss")
+
+
+@runtime_checkable
+class ContrastiveLoss(Protocol):
+    """A registered loss: ``loss(a, b, logit_scale, logit_bias=None, labels=None) -> scalar``."""
+
+    uses_bias: bool  # True: ``logit_bias`` enters the loss (alignment then trains it), else it is ignored
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor,
+                 logit_bias: torch.Tensor | None = None,
+                 labels: Sequence[str] | torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss function and what it declares (a ContrastiveLoss)."""
+
+    fn: LossFn  # the function, with the ContrastiveLoss signature
+    uses_bias: bool  # whether ``fn`` reads ``logit_bias``
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor,
+                 logit_bias: torch.Tensor | None = None,
+                 labels: Sequence[str] | torch.Tensor | None = None) -> torch.Tensor:
+        return self.fn(a, b, logit_scale, logit_bias, labels=labels)
+
+
+LOSSES: Registry[ContrastiveLoss] = Registry("loss")
 
 
 def positives(n: int, labels: Sequence[str] | torch.Tensor | None, device: torch.device) -> torch.Tensor:
@@ -31,7 +61,6 @@ def positives(n: int, labels: Sequence[str] | torch.Tensor | None, device: torch
     return (labels[:, None] == labels[None, :]).float()
 
 
-@LOSSES.register("clip")
 def clip_loss(
     a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor | None = None,
     labels: Sequence[str] | torch.Tensor | None = None,
@@ -45,7 +74,6 @@ def clip_loss(
     return (loss_a + loss_b) / 2
 
 
-@LOSSES.register("siglip")
 def siglip_loss(
     a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor | None = None,
     labels: Sequence[str] | torch.Tensor | None = None,
@@ -54,3 +82,7 @@ def siglip_loss(
     logits = logit_scale.exp() * a @ b.t() + (0.0 if logit_bias is None else logit_bias)
     signs = 2 * positives(len(a), labels, a.device) - 1
     return -nn.functional.logsigmoid(signs * logits).sum() / len(a)
+
+
+LOSSES.register("clip", Loss(clip_loss, uses_bias=False))
+LOSSES.register("siglip", Loss(siglip_loss, uses_bias=True))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from xmodal.alignment.losses import LOSSES, positives
+from xmodal.engine.losses import LOSSES, positives
 
 
 def _pairs(n=6, d=8, seed=0):

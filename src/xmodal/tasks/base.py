@@ -1,0 +1,98 @@
+"""Tasks as an extension point: what a transferred video model is trained for and measured on.
+
+A strategy (``xmodal.strategies``) adapts the backbone and yields, per clip, a sequence of frame
+features ``[B, T, F]``; a task supplies everything else, so that any strategy runs any task on the
+one engine (cf. the task map of image-to-video transfer: recognition, retrieval, grounding,
+captioning, question answering). A registered task is an object with:
+
+- ``config_cls``: its config dataclass (one comment per field);
+- ``columns``: the manifest columns a row needs besides the video path (its data schema);
+- ``monitor`` / ``report``: the validation metric early stopping watches, and the metric keys a
+  comparison table shows;
+- ``sampling(cfg, spec)``: the VideoSpec clips are decoded with (e.g. more frames for grounding);
+- ``meta(rows, cfg)``: what the head is built for, from the training rows (e.g. the class names);
+- ``targets(rows, meta, cfg, where)``: per-row targets (tensors ``[N, ...]`` or lists of N items);
+  a bad row is a DataError naming the manifest and the row;
+- ``head(model, meta, cfg, head_cfg, trainable)``: the head module over ``[B, T, F]`` (its
+  ``video(seq)`` gives the video-only output that efficiency figures time); ``trainable=False``
+  asks for the parameter-free zero-shot head over frame embeddings in the shared space;
+- ``loss(model, seq, batch)`` -> ``{"loss": ...}``, ``predict(model, seq, batch)`` -> per-row
+  outputs, ``metrics(model, outputs, batch)`` -> figures.
+
+A generative task (captioning: a decoder over ``seq``, targets are token ids, ``predict`` decodes)
+and a multiple-choice task (targets are choices and an answer index) fit the same contract.
+``model`` is the transferred model: ``model.head`` (the task head), ``model.encode_texts(texts)``
+(``[N, D]`` L2-normalised, through the strategy's text adaptation when it has one; frozen text is
+encoded once and cached), ``model.embed_dim`` and ``model.base``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import torch
+from torch import nn
+
+from xmodal.errors import DataError
+from xmodal.registry import Registry
+
+
+@runtime_checkable
+class Task(Protocol):
+    config_cls: type  # the task's config dataclass
+    paper: str  # the protocol or method it follows, for reports
+    columns: tuple[str, ...]  # manifest columns a row must have, besides the video path column
+    monitor: str  # validation metric early stopping watches (higher is better)
+    report: tuple[str, ...]  # metric keys shown in comparison tables, the headline first
+
+    def sampling(self, cfg: Any, spec: Any) -> Any: ...
+
+    def meta(self, rows: Sequence[dict[str, Any]], cfg: Any) -> dict[str, Any]: ...
+
+    def targets(self, rows: Sequence[dict[str, Any]], meta: dict[str, Any], cfg: Any, where: str) -> dict[str, Any]: ...
+
+    def head(self, model: Any, meta: dict[str, Any], cfg: Any, head_cfg: Any, trainable: bool) -> nn.Module: ...
+
+    def loss(self, model: Any, seq: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]: ...
+
+    def predict(self, model: Any, seq: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor: ...
+
+    def metrics(self, model: Any, outputs: torch.Tensor, batch: dict[str, Any]) -> dict[str, Any]: ...
+
+
+TASKS: Registry[Task] = Registry("task")
+
+
+def take(targets: dict[str, Any], idx: torch.Tensor | Sequence[int]) -> dict[str, Any]:
+    """The rows ``idx`` of per-row targets (tensors are indexed, lists picked item by item)."""
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    out = {}
+    for key, value in targets.items():
+        out[key] = value[idx] if isinstance(value, torch.Tensor) else [value[int(i)] for i in idx]
+    return out
+
+
+def column(rows: Sequence[dict[str, Any]], name: str, where: str, numeric: bool = False) -> list[Any]:
+    """The values of ``name`` in every row; a missing column, an empty cell or (``numeric``) a value
+    that is not a finite number is a DataError naming ``where`` and the row."""
+    out = []
+    for i, row in enumerate(rows):
+        if name not in row:
+            raise DataError(where, f"row {i + 1}: no column {name!r}; columns are {sorted(row)}")
+        value = row[name]
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise DataError(where, f"row {i + 1} ({row.get('path', '?')}): empty {name!r}")
+        if numeric:
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise DataError(where, f"row {i + 1} ({row.get('path', '?')}): {name}={value!r} is not a number") from None
+            if value != value or value in (float("inf"), float("-inf")):
+                raise DataError(where, f"row {i + 1} ({row.get('path', '?')}): {name}={value!r} is not finite")
+        out.append(value)
+    return out
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Tensors of a targets batch moved to ``device`` (lists stay as they are)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
