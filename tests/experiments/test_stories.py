@@ -19,6 +19,7 @@ from xmodal.experiments.world_questions import COUNT_WORDS, KINDS
 from xmodal.experiments.world_render import MOTION_PHRASES, twin
 from xmodal.experiments.world_stories import event_bounds
 from xmodal.errors import ConfigError
+from xmodal.tasks.ground import GroundConfig, GroundTask
 
 TINY = dict(colours=("red", "green", "blue", "yellow"), shapes=("circle", "square", "triangle", "star"),
             image_size=32, images_train=1, images_val=0, images_test=0, video_size=32, video_fps=8,
@@ -182,6 +183,12 @@ def test_grounding_and_captions_match_the_stories(world, stories):
                  e["motion"], str(s["held_out"]).lower()) for s in stories for e in s["events"]]
     assert [(r["path"], r["query"], float(r["start"]), float(r["end"]), float(r["duration"]), r["split"],
              r["colour"], r["shape"], r["motion"], r["held_out"]) for r in grounding] == expected
+    # the ground task reads grounding.csv as it is; with one sampled frame per story frame its targets
+    # are exactly the events' frames
+    targets = GroundTask().targets(grounding, {"num_frames": 16}, GroundConfig(num_frames=16), "grounding.csv")
+    spans = [frames_of(e, s["fps"]) for s in stories for e in s["events"]]
+    assert targets["start_idx"].tolist() == [r.start for r in spans]
+    assert targets["end_idx"].tolist() == [r.stop - 1 for r in spans]
     captions = rows(world / "captions.csv")
     assert [(r["path"], r["caption"], r["split"], r["held_out"]) for r in captions] == \
            [(s["path"], s["caption"], s["split"], str(s["held_out"]).lower()) for s in stories]
