@@ -277,17 +277,20 @@ def test_a_frames_modality_goes_through_the_tower_of_its_frames(tiny_text_dir: P
 # ---------------------------------------------------------------------------------- the other registries
 @pytest.mark.parametrize("name", STRATEGIES.names())
 def test_strategies_declare_their_learning_rates(name: str) -> None:
-    from xmodal.strategies.train import TransferConfig, _fit_config
+    from types import SimpleNamespace
+
+    from xmodal.strategies.train import TransferConfig, fit_config
 
     s = STRATEGIES.get(name)
+    vm = SimpleNamespace(default_lr=s.default_lr, backbone_lr_scale=s.backbone_lr_scale, task="classify")
     assert isinstance(s, Strategy)
     assert {"default_lr", "backbone_lr_scale"} <= set(vars(type(s))), f"{name}: set both in the class"
     assert s.default_lr is None or (isinstance(s.default_lr, float) and 0 < s.default_lr < 1)
     assert isinstance(s.backbone_lr_scale, float) and 0 < s.backbone_lr_scale <= 1
-    fit = _fit_config(TransferConfig(strategy=name), s)
+    fit = fit_config(TransferConfig(strategy=name), vm)
     assert fit.lr == (s.default_lr if s.default_lr is not None else TransferConfig().fit.lr)
     assert fit.lr_scales["base."] == s.backbone_lr_scale
-    assert _fit_config(TransferConfig(strategy=name, lr=0.5), s).lr == 0.5
+    assert fit_config(TransferConfig(strategy=name, lr=0.5), vm).lr == 0.5
 
 
 @pytest.mark.parametrize("name", LOSSES.names())

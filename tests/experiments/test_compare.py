@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from xmodal.experiments.compare import CompareConfig, table_rows
+from xmodal.experiments.compare import CompareConfig
+from xmodal.experiments.compare_report import table_rows
 
 
 def _result(label: str, trainable: int) -> dict:

@@ -1,5 +1,5 @@
-"""Contract over every registered strategy: only its own parameters train, save -> load reproduces
-the outputs, and it runs on a transformers CLIP model as well as on the LiT ViT."""
+"""Contract over every (strategy, task) pair: only the strategy's and the head's own parameters train,
+save -> load reproduces the outputs, on the LiT ViT and on a tiny transformers CLIP."""
 
 from __future__ import annotations
 
@@ -8,116 +8,134 @@ import torch
 
 import xmodal
 from xmodal.engine.fit import FitConfig, fit
-from xmodal.strategies import STRATEGIES, load_transfer
-from xmodal.strategies.train import TransferConfig, build
+from xmodal.errors import ConfigError
+from xmodal.strategies import STRATEGIES, load_transfer, save_transfer
+from xmodal.strategies.data import ClipSet
+from xmodal.strategies.train import TransferConfig, _step, build, clip_inputs, predict
+from xmodal.tasks import TASKS
 
 CLASSES = ["moving left", "moving right", "growing"]
-ALL = STRATEGIES.names()
+ROWS = [{"path": f"{k}.mp4", "label": c, "caption": f"a shape {c}", "query": f"the shape {c}", "start": 0.5 * k,
+         "end": 0.5 * k + 1.0, "duration": 2.0} for k, c in enumerate(CLASSES)]
+PAIRS = [(s, t) for t in TASKS.names() for s in STRATEGIES.names()]
 
 
-def _train_a_little(clf, clips: torch.Tensor, steps: int = 2) -> None:
-    labels = torch.tensor([0, 1, 2])
-    inputs = clf.cache_inputs(clips) if clf.frozen else {"pixel_values": clips}
-    inputs = {k: v.detach() for k, v in inputs.items()}
-    if any(p.requires_grad for p in clf.parameters()):
-        fit(lambda _: clf.loss(inputs, labels), clf, [0] * steps, FitConfig(epochs=1, lr=1e-2, progress=False, verbose=False, warmup_ratio=0))
-    clf.eval()
+def _made(model, strategy: str, task: str, clips: torch.Tensor, **options):
+    """A built VideoModel and a ClipSet of ``clips`` (one row per clip) with the task's targets."""
+    t = TASKS.get(task)
+    cfg = TransferConfig(task=task, strategy=strategy, options=options)
+    tcfg = t.config_cls()
+    meta = t.meta(ROWS, tcfg) if task != "ground" else {"num_frames": clips.shape[1]}
+    vm = build(model, cfg, meta)
+    data = ClipSet(clips, torch.arange(len(clips)), t.targets(ROWS, meta, tcfg, "rows"), [r["path"] for r in ROWS], ROWS)
+    return vm, data
 
 
-def _perturb(clf) -> None:
+def _train_a_little(vm, data: ClipSet, steps: int = 2) -> dict[str, torch.Tensor]:
+    inputs = {k: v.detach() for k, v in clip_inputs(vm, data, 8).items()}
+    if any(p.requires_grad for p in vm.parameters()):
+        fit(_step(vm, data, inputs), vm, [torch.arange(len(data))] * steps,
+            FitConfig(epochs=1, lr=1e-2, progress=False, verbose=False, warmup_ratio=0))
+    vm.eval()
+    return inputs
+
+
+def _perturb(vm) -> None:
     """Move every trainable weight so that zero-initialised parts (LoRA B, adapter up) are non-trivial."""
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
-        for p in clf.parameters():
+        for p in vm.parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn(p.shape, generator=g))
 
 
+def _outputs(vm, data: ClipSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """The video-only output and the task's predictions (which read the texts too)."""
+    with torch.no_grad():
+        return vm(data.pixels), predict(vm, data, clip_inputs(vm, data, 8))
+
+
 def test_every_strategy_has_config_paper_and_flag():
     assert {"zero_shot", "linear_probe", "temporal_head", "side_network", "distill", "full", "partial", "adapter",
-            "lora", "prompt"} <= set(ALL)
-    for name in ALL:
+            "lora", "prompt", "extra"} <= set(STRATEGIES.names())
+    for name in STRATEGIES.names():
         s = STRATEGIES.get(name)
         assert isinstance(s.frozen, bool) and s.paper and s.config_cls()
-        assert STRATEGIES.get(name).__class__.__module__.startswith("xmodal.strategies.")
+        assert s.__class__.__module__.startswith("xmodal.strategies.")
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_only_own_parameters_train(name, make_lit, clips):
-    clf = build(make_lit(), CLASSES, TransferConfig(strategy=name))
-    before = {n: p.detach().clone() for n, p in clf.named_parameters()}
-    trainable = {n for n, p in clf.named_parameters() if p.requires_grad}
-    own = set(clf.own_state())
-    assert trainable <= own, f"{name}: trainable parameters not saved as its own: {sorted(trainable - own)[:3]}"
-    if STRATEGIES.get(name).frozen:
-        assert not any(p.requires_grad for p in clf.base.parameters() if p not in set(clf.added.parameters()))
-    _train_a_little(clf, clips)
-    after = dict(clf.named_parameters())
+@pytest.mark.parametrize("strategy,task", PAIRS)
+def test_only_own_parameters_train(strategy, task, make_lit, clips):
+    vm, data = _made(make_lit(), strategy, task, clips)
+    before = {n: p.detach().clone() for n, p in vm.named_parameters()}
+    trainable = {n for n, p in vm.named_parameters() if p.requires_grad}
+    assert trainable <= set(vm.own_state()), f"trainable parameters not saved: {sorted(trainable - set(vm.own_state()))[:3]}"
+    if vm.frozen:
+        added = {id(p) for p in [*vm.added.parameters(), *vm.head.parameters()]}
+        assert not any(p.requires_grad for p in vm.base.parameters() if id(p) not in added)
+    _train_a_little(vm, data)
+    after = dict(vm.named_parameters())
     changed = {n for n in before if not torch.equal(before[n], after[n].detach())}
-    assert changed <= trainable, f"{name}: frozen parameters changed: {sorted(changed - trainable)[:3]}"
-    assert bool(changed) == bool(trainable)
+    assert changed <= trainable, f"frozen parameters changed: {sorted(changed - trainable)[:3]}"
+    assert bool(changed) == bool(trainable) == vm.trains
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_save_load_reproduces_outputs(name, make_lit, clips, tmp_path):
+@pytest.mark.parametrize("strategy,task", PAIRS)
+def test_save_load_reproduces_outputs(strategy, task, make_lit, clips, tmp_path):
     base = make_lit()
     base_dir = base.save_pretrained(tmp_path / "base")
-    clf = build(base, CLASSES, TransferConfig(strategy=name))
-    _train_a_little(clf, clips)
-    _perturb(clf)
-    with torch.no_grad():
-        expected = clf(clips)
-    clf.save(tmp_path / "t", base_dir)
-    saved = {p.name for p in (tmp_path / "t").iterdir()}
-    assert saved == {"transfer.json", "strategy.safetensors"}
+    vm, data = _made(base, strategy, task, clips)
+    _train_a_little(vm, data)
+    _perturb(vm)
+    video, predictions = _outputs(vm, data)
+    save_transfer(vm, tmp_path / "t", base_dir)
+    assert {p.name for p in (tmp_path / "t").iterdir()} == {"transfer.json", "strategy.safetensors"}
     loaded = load_transfer(tmp_path / "t")
-    with torch.no_grad():
-        assert torch.allclose(loaded(clips), expected, atol=1e-5)
-    assert loaded.classes == CLASSES and loaded.strategy == name
+    assert loaded.strategy == strategy and loaded.task == task and loaded.meta == vm.meta
+    again = _outputs(loaded, data)
+    assert torch.allclose(again[0], video, atol=1e-5) and torch.allclose(again[1], predictions, atol=1e-5)
+
+
+@pytest.mark.parametrize("strategy,task", PAIRS)
+def test_runs_and_reloads_on_a_transformers_clip(strategy, task, tiny_clip_dir, tmp_path):
+    clips = torch.randn(3, 2, 3, 30, 30, generator=torch.Generator().manual_seed(0))
+    vm, data = _made(xmodal.load(str(tiny_clip_dir)), strategy, task, clips)
+    _train_a_little(vm, data, steps=1)
+    _perturb(vm)
+    video, predictions = _outputs(vm, data)
+    assert torch.isfinite(video).all() and torch.isfinite(predictions).all() and len(predictions) == 3
+    save_transfer(vm, tmp_path / "t", tiny_clip_dir)
+    again = _outputs(load_transfer(tmp_path / "t"), data)
+    assert torch.allclose(again[0], video, atol=1e-5) and torch.allclose(again[1], predictions, atol=1e-5)
 
 
 def test_lora_merged_equals_unmerged(make_lit, clips):
     from torch import nn
 
-    clf = build(make_lit(), CLASSES, TransferConfig(strategy="lora", options={"targets": ["q_proj", "v_proj", "mlp.0"]}))
-    _perturb(clf)
-    clf.eval()
+    vm, _ = _made(make_lit(), "lora", "classify", clips, targets=["q_proj", "v_proj", "mlp.0"])
+    _perturb(vm)
+    vm.eval()
     with torch.no_grad():
-        unmerged = clf(clips)
-        clf.merge()
-        merged = clf(clips)
+        unmerged = vm(clips)
+        vm.merge()
+        merged = vm(clips)
     assert torch.allclose(merged, unmerged, atol=1e-5)
-    assert not any("lora_" in n for n, _ in clf.named_parameters())
-    assert type(clf.vision.trunk_net.blocks[0].attn.q_proj) is nn.Linear
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_runs_on_a_transformers_clip(name, tiny_clip_dir, tmp_path):
-    base = xmodal.load(str(tiny_clip_dir))
-    clips = torch.randn(3, 2, 3, 30, 30, generator=torch.Generator().manual_seed(0))
-    clf = build(base, CLASSES, TransferConfig(strategy=name))
-    _train_a_little(clf, clips, steps=1)
-    _perturb(clf)
-    with torch.no_grad():
-        logits = clf(clips)
-        emb = clf.embed(clips)
-    assert logits.shape == (3, 3) and torch.isfinite(logits).all()
-    assert emb.shape == (3, base.embed_dim)
-    clf.save(tmp_path / "t", tiny_clip_dir)
-    with torch.no_grad():
-        assert torch.allclose(load_transfer(tmp_path / "t")(clips), logits, atol=1e-5)
+    assert not any("lora_" in n for n, _ in vm.named_parameters())
+    assert type(vm.vision.blocks()[0].attn.q_proj) is nn.Linear
 
 
 @pytest.mark.parametrize("name", ["adapter", "lora", "prompt", "side_network", "partial"])
-def test_block_strategies_reject_a_convnet_clearly(name, make_lit):
-    with pytest.raises(xmodal.errors.ConfigError if hasattr(xmodal, "errors") else Exception, match="transformer vision tower"):
-        build(make_lit("convnet"), CLASSES, TransferConfig(strategy=name))
+def test_block_strategies_reject_a_convnet_clearly(name, make_lit, clips):
+    with pytest.raises(ConfigError, match="transformer vision tower"):
+        _made(make_lit("convnet"), name, "classify", clips)
 
 
-def test_unknown_strategy_and_option_are_config_errors(make_lit):
-    from xmodal.errors import ConfigError
-
+def test_unknown_names_and_options_are_config_errors(make_lit, clips):
     with pytest.raises(ConfigError, match="unknown strategy"):
-        build(make_lit(), CLASSES, TransferConfig(strategy="nope"))
+        _made(make_lit(), "nope", "classify", clips)
+    with pytest.raises(ConfigError, match="unknown task"):
+        build(make_lit(), TransferConfig(task="nope"), {})
     with pytest.raises(ConfigError, match="unknown key"):
-        build(make_lit(), CLASSES, TransferConfig(strategy="lora", options={"rnak": 2}))
+        _made(make_lit(), "lora", "classify", clips, rnak=2)
+    with pytest.raises(ConfigError, match="trains nothing"):
+        _made(make_lit(), "extra", "classify", clips, base="zero_shot")

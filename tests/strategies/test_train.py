@@ -32,16 +32,15 @@ def test_transfer_trains_measures_and_saves(name, make_lit, video_manifest, tmp_
                 "peak_memory_mb", "throughput_clips_per_s", "flops_per_clip"):
         assert key in m, key
     assert m["flops_per_clip"] > 0 and m["throughput_clips_per_s"] > 0 and 0 < m["trainable_params"] < m["total_params"]
-    assert set(m["retrieval"]) >= {"v2t_R@1", "v2t_R@5", "v2t_R@10", "v2t_median_rank", "t2v_R@1", "t2v_median_rank"}
     assert m["frozen_backbone"] is (name == "temporal_head")
     assert (tmp_path / "train" / "log.jsonl").is_file()
     meta = json.loads((tmp_path / "model" / "transfer.json").read_text())
-    assert meta["strategy"] == name and meta["base"] == str((tmp_path / "base").resolve())
+    assert meta["strategy"] == name and meta["task"] == "classify" and meta["base"] == str((tmp_path / "base").resolve())
     loaded = load_transfer(tmp_path / "model")
     x = torch.randn(2, 4, 3, 16, 16)
-    res.classifier.eval()
+    res.model.eval()
     with torch.no_grad():
-        assert torch.allclose(loaded(x), res.classifier(x), atol=1e-5)
+        assert torch.allclose(loaded(x), res.model(x), atol=1e-5)
 
 
 def test_frozen_strategy_encodes_each_clip_once(make_lit, video_manifest, monkeypatch):
@@ -92,15 +91,16 @@ def test_cli_transfer_and_compare(make_lit, video_manifest, tmp_path, capsys):
     assert "unknown strategy" in capsys.readouterr().err
 
 
-def test_learning_rate_is_the_users_else_the_strategys_else_the_engines():
-    from xmodal.strategies import STRATEGIES
-    from xmodal.strategies.train import _fit_config
+def test_learning_rate_is_the_users_else_the_strategys_else_the_engines(make_lit):
+    from xmodal.strategies.train import build, fit_config
 
-    lora, adapter, full = (STRATEGIES.get(n) for n in ("lora", "adapter", "full"))
-    assert _fit_config(TransferConfig(), lora).lr == lora.default_lr != TransferConfig().fit.lr
-    assert _fit_config(TransferConfig(lr=3e-3), lora).lr == 3e-3
-    assert _fit_config(TransferConfig(), adapter).lr == TransferConfig().fit.lr
-    assert _fit_config(TransferConfig(), full).lr_scales["base."] == full.backbone_lr_scale < 1
+    lora, adapter, full = (build(make_lit(), TransferConfig(strategy=n), {"classes": ["a", "b"]})
+                           for n in ("lora", "adapter", "full"))
+    assert fit_config(TransferConfig(), lora).lr == lora.default_lr != TransferConfig().fit.lr
+    assert fit_config(TransferConfig(lr=3e-3), lora).lr == 3e-3
+    assert fit_config(TransferConfig(), adapter).lr == TransferConfig().fit.lr
+    assert fit_config(TransferConfig(), full).lr_scales["base."] == full.backbone_lr_scale < 1
+    assert fit_config(TransferConfig(), full).monitor == "val_top1"  # the task's, unless fit.monitor names one
 
 
 def test_compare_with_seeds_reports_mean_and_spread(make_lit, video_manifest, tmp_path):
@@ -111,7 +111,7 @@ def test_compare_with_seeds_reports_mean_and_spread(make_lit, video_manifest, tm
     cfg = CompareConfig(out=str(tmp_path / "c"), strategies=("zero_shot", "temporal_head"), model=str(base),
                         data=str(video_manifest), seeds=2, transfer=_cfg("temporal_head", epochs=3))
     summary = compare(cfg, say=lambda _: None)
-    runs = {p.name for p in (tmp_path / "c" / "runs").iterdir()}
+    runs = {p.name for p in (tmp_path / "c" / "runs" / "classify").iterdir()}
     assert runs == {"zero_shot", "zero_shot@seed1", "temporal_head", "temporal_head@seed1"}
     rows = {r["strategy"]: r for r in summary["table"]}
     head = next(r for r in summary["runs"] if r["label"] == "temporal_head")
@@ -120,3 +120,37 @@ def test_compare_with_seeds_reports_mean_and_spread(make_lit, video_manifest, tm
     assert rows["zero_shot"]["top1 std"] == 0  # no training: every seed gives the same answer
     with pytest.raises(ConfigError, match="seeds"):
         compare(CompareConfig(out=str(tmp_path / "d"), model=str(base), data=str(video_manifest), seeds=0))
+
+
+def test_retrieval_task_trains_the_video_side_against_captions(make_lit, video_manifest, tmp_path):
+    s = _splits(video_manifest)
+    cfg = TransferConfig(task="retrieve", strategy="temporal_head", batch_size=4,
+                         fit=FitConfig(epochs=3, lr=1e-2, progress=False, verbose=False))
+    res = transfer(make_lit(), s["train"], cfg, s["val"], s["test"], root=video_manifest.parent, out=tmp_path)
+    m = res.metrics
+    assert {"t2v_R@1", "t2v_R@5", "t2v_R@10", "t2v_median_rank", "t2v_mean_rank", "v2t_R@1", "v2t_mean_rank"} <= set(m)
+    assert res.history.epochs and "val_t2v_R@1" in res.history.epochs[-1]
+    assert json.loads((tmp_path / "model" / "transfer.json").read_text())["task"] == "retrieve"
+    zero = transfer(make_lit(), s["train"], TransferConfig(task="retrieve", strategy="zero_shot"), None, s["test"],
+                    root=video_manifest.parent)
+    assert zero.metrics["trainable_params"] == 0 and 0 <= zero.metrics["t2v_R@1"] <= 1
+
+
+def test_grounding_task_on_world_stories(make_lit, tmp_path):
+    from xmodal.experiments.world import WorldConfig, generate_world, world_paths
+
+    world = WorldConfig(colours=("red", "green", "blue", "yellow"), shapes=("circle", "square", "triangle", "star"),
+                        image_size=16, images_train=0, images_val=0, images_test=0, video_size=16, clips_train=0,
+                        clips_val=0, clips_test=0, stories_train=6, stories_val=2, stories_test=2, story_frames=16,
+                        audio_sample_rate=8000)
+    root = generate_world(tmp_path / "w", world, progress=False)
+    s = split_rows(read_manifest(world_paths(root)["grounding"]))
+    cfg = TransferConfig(task="ground", task_options={"num_frames": 8, "width": 16, "layers": 1}, strategy="temporal_head",
+                         batch_size=4, fit=FitConfig(epochs=2, lr=1e-2, progress=False, verbose=False))
+    res = transfer(make_lit(), s["train"], cfg, s["val"], s["test"], root=root)
+    assert {"R1@0.3", "R1@0.5", "R1@0.7", "mIoU"} <= set(res.metrics) and 0 <= res.metrics["mIoU"] <= 1
+    clips = {r["path"] for r in s["train"]}
+    assert len(clips) < len(s["train"])  # several moments per story: each clip decoded once, rows point to it
+    zero = transfer(make_lit(), s["train"], TransferConfig(task="ground", strategy="zero_shot", task_options={"num_frames": 8}),
+                    None, s["test"], root=root)
+    assert zero.metrics["trainable_params"] == 0 and 0 <= zero.metrics["R1@0.5"] <= 1

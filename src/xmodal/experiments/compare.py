@@ -1,17 +1,19 @@
-"""Run many strategies on the same base model and data, side by side (``xmodal compare``).
+"""Run many strategies on the same base model, data and task, side by side (``xmodal compare``).
 
-Writes ``results.json``, ``report.md`` (one table row per strategy: accuracy, retrieval, trainable
+Writes ``results.json``, ``report.md`` (one table row per strategy: the task's metrics, trainable
 parameters and their ratio to the reference strategy's, ``full`` by default, train time, peak memory,
-clips/s, FLOPs per clip) and two PNG plots of the efficiency frontier: accuracy vs trainable
-parameters and accuracy vs training time.
+clips/s, FLOPs per clip) and two PNG plots of the efficiency frontier: the task's headline metric vs
+trainable parameters and vs training time (``compare_report.py``).
 
 Without a model and data it uses the built-in world: a LiT model with a small ViT vision tower is
 first aligned on the world's images (cached in ``out/base`` so re-runs skip it), then transferred to
-the 8 motion classes of its clips. Finished strategies are cached in ``out/runs/<name>`` too.
+the task on the world's data for it (``WORLD_DATA``: the 8 motion classes of its clips, their captions,
+the moments of its stories). Finished strategies are cached in ``out/runs/<task>/<name>`` too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -29,13 +31,21 @@ from xmodal.engine.fit import FitConfig
 from xmodal.errors import ConfigError
 from xmodal.strategies.base import STRATEGIES
 from xmodal.strategies.train import TransferConfig, split_rows, transfer
+from xmodal.tasks.base import TASKS
 
 ALL: tuple[str, ...] = (
     "zero_shot", "linear_probe", "temporal_head:head.kind=mean", "temporal_head:head.kind=attention",
     "temporal_head:head.kind=transformer", "temporal_head:head.kind=conv", "side_network", "distill",
     "full", "partial:mode=last_k", "partial:mode=bitfit", "adapter", "adapter:temporal=false", "lora", "prompt",
+    "extra",
 )
 FAST: tuple[str, ...] = ("zero_shot", "linear_probe", "temporal_head", "side_network")
+# task -> (the world's manifest for it, task options the world's data needs, world settings it needs)
+WORLD_DATA: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "classify": ("videos", {}, {}),
+    "retrieve": ("videos", {"match_columns": ["colour", "shape", "motion"]}, {}),  # twins of one caption match
+    "ground": ("grounding", {}, {"stories_train": 300, "stories_val": 50, "stories_test": 100}),
+}
 
 
 @dataclass
@@ -43,7 +53,7 @@ class CompareConfig:
     out: str = "xmodal-compare"  # output folder (results.json, report.md, plots, runs/, base/)
     strategies: tuple[str, ...] = ("all",)  # "all", "fast", names, or "name:key=value,key=value" variants
     model: str = ""  # base model (checkpoint folder or CLIP/SigLIP name); "" = align a LiT ViT on the world
-    data: str = ""  # video manifest or folder of class folders; "" = the built-in world's clips
+    data: str = ""  # video manifest or folder of class folders; "" = the built-in world's data for the task
     world: WorldConfig = field(default_factory=lambda: WorldConfig(
         images_train=40, clips_train=48, clips_val=16, clips_test=48))  # the built-in world (when data is ""):
     # 384 train / 128 val / 384 test clips of the 8 motion classes (one test clip = 0.26 points)
@@ -52,7 +62,8 @@ class CompareConfig:
     align: AlignConfig = field(default_factory=lambda: AlignConfig(
         batch_size=128, label_column="", fit=FitConfig(epochs=15, lr=2e-3, monitor="", progress=False)))  # alignment
     # of that LiT base: pairs only (no class positives), so the embedding keeps each caption's size and place
-    transfer: TransferConfig = field(default_factory=TransferConfig)  # shared settings of every strategy run
+    transfer: TransferConfig = field(default_factory=TransferConfig)  # shared settings of every strategy run,
+    # its ``task`` (classify, retrieve, ground) and ``task_options`` included
     seeds: int = 1  # training runs per strategy, seeded transfer.seed, +1, ...; > 1 reports mean and std of
     # the accuracies (on small data one run's top-1 moves by several points with the seed alone)
     reference: str = "full"  # strategy whose trainable parameters are 100% ("% of full" column)
@@ -79,51 +90,67 @@ def expand(strategies: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def prepare(cfg: CompareConfig, say: Callable[[str], None]) -> tuple[str, dict[str, list[dict[str, Any]]], Path]:
-    """(base model reference, rows per split, data root): aligns the LiT base on the world if needed."""
+def world_rows(cfg: CompareConfig, say: Callable[[str], None]) -> tuple[list[dict[str, Any]], Path, CompareConfig]:
+    """The built-in world's rows for ``cfg.transfer.task`` (generated or reused in ``out/world``) and
+    ``cfg`` with the task options that data needs."""
+    from xmodal.data.manifest import read_manifest
+    from xmodal.experiments.world import generate_world, world_paths
+
+    if cfg.transfer.task not in WORLD_DATA:
+        raise ConfigError(f"compare: the built-in world has no data for task {cfg.transfer.task!r}; "
+                          f"give --data (it has {sorted(WORLD_DATA)})")
+    manifest, options, world = WORLD_DATA[cfg.transfer.task]
+    say(f"world: generating / reusing {Path(cfg.out) / 'world'}")
+    root = generate_world(Path(cfg.out) / "world", dataclasses.replace(cfg.world, **world), progress=cfg.progress)
+    transfer_cfg = dataclasses.replace(cfg.transfer, task_options={**options, **cfg.transfer.task_options})
+    return read_manifest(world_paths(root)[manifest]), root, dataclasses.replace(cfg, transfer=transfer_cfg)
+
+
+def align_base(cfg: CompareConfig, root: Path, say: Callable[[str], None]) -> str:
+    """A LiT ViT aligned on the world's images (cached in ``out/base``); its folder."""
+    from xmodal.alignment.train import align
     from xmodal.api import load
-    from xmodal.data.manifest import load_media_manifest, read_manifest
-    from xmodal.experiments.world import generate_world, motion_names, world_paths
+    from xmodal.data.manifest import read_manifest
+    from xmodal.experiments.world import world_paths
 
-    out = Path(cfg.out)
-    if cfg.data:
-        rows, root = load_media_manifest(cfg.data)
-    else:
-        say(f"world: generating / reusing {out / 'world'}")
-        root = generate_world(out / "world", cfg.world, progress=cfg.progress)
-        rows = read_manifest(world_paths(root)["videos"])
-        assert sorted({r["label"] for r in rows}) == sorted(motion_names())
-    if cfg.model:
-        return cfg.model, split_rows(rows, cfg.transfer.label_column), root
-    base = out / "base" / "model"
-    if not (base / "xmodal.json").is_file():
-        if cfg.data:
-            raise ConfigError("compare: with your own data, give --model (a CLIP/SigLIP name or an aligned checkpoint)")
+    out = Path(cfg.out) / "base"
+    if not (out / "model" / "xmodal.json").is_file():
         say("base: aligning a LiT model (locked MiniLM + ViT from scratch) on the world's images")
-        from xmodal.alignment.train import align
-
         images = read_manifest(world_paths(root)["images"])
-        model = load("lit", **to_dict(cfg.base))
         t0 = time.perf_counter()
-        res = align(model, [r for r in images if r["split"] == "train"], cfg.align,
-                    val_rows=[r for r in images if r["split"] == "val"], root=root, out=out / "base")
+        res = align(load("lit", **to_dict(cfg.base)), [r for r in images if r["split"] == "train"], cfg.align,
+                    val_rows=[r for r in images if r["split"] == "val"], root=root, out=out)
         last = res.history.epochs[-1] if res.history.epochs else {}
         shown = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k.startswith("val_"))
         say(f"base: aligned in {time.perf_counter() - t0:.0f}s; last epoch {shown or 'no validation'}")
-    return str(base.resolve()), split_rows(rows, cfg.transfer.label_column), root
+    return str((out / "model").resolve())
+
+
+def prepare(cfg: CompareConfig, say: Callable[[str], None]
+            ) -> tuple[str, dict[str, list[dict[str, Any]]], Path, CompareConfig]:
+    """(base model reference, rows per split, data root, cfg completed for the data)."""
+    from xmodal.data.manifest import load_media_manifest
+
+    if cfg.data:
+        if not cfg.model:
+            raise ConfigError("compare: with your own data, give --model (a CLIP/SigLIP name or an aligned checkpoint)")
+        rows, root = load_media_manifest(cfg.data)
+    else:
+        rows, root, cfg = world_rows(cfg, say)
+    base = cfg.model or align_base(cfg, root, say)
+    # without a split column, each value of the label column (when rows have one) is split alike
+    return base, split_rows(rows, cfg.transfer.task_options.get("label_column", "label")), root, cfg
 
 
 def run_one(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
             say: Callable[[str], None], k: int = 0) -> dict[str, Any]:
     """Transfer a fresh copy of the base with one strategy spec and the ``k``-th seed; cached in
     ``out/runs/<label>`` (``<label>@seed<seed>`` for k > 0)."""
-    import dataclasses
-
     from xmodal.api import load
 
     label, name, options = parse_spec(spec)
     seed = cfg.transfer.seed + k
-    run = Path(cfg.out) / "runs" / (label if k == 0 else f"{label}@seed{seed}")
+    run = Path(cfg.out) / "runs" / cfg.transfer.task / (label if k == 0 else f"{label}@seed{seed}")
     done = run / "metrics.json"
     if done.is_file():
         say(f"{run.name}: cached in {run}")
@@ -137,115 +164,44 @@ def run_one(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root:
                "wall_seconds": time.perf_counter() - t0}
     metrics.pop("confusion", None)
     done.write_text(json.dumps(metrics, indent=2, default=float))
-    say(f"{run.name}: top-1 {metrics.get('top1', float('nan')):.3f}, {metrics['trainable_params']:,} trainable, "
+    head = TASKS.get(cfg.transfer.task).report[0]
+    say(f"{run.name}: {head} {metrics.get(head, float('nan')):.3f}, {metrics['trainable_params']:,} trainable, "
         f"{metrics['train_seconds']:.1f}s")
     return metrics
 
 
-SEEDED = ("top1", "top5", "mean_class_accuracy", "train_seconds")  # averaged over seeds
-
-
 def run_seeds(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
               say: Callable[[str], None]) -> dict[str, Any]:
-    """``cfg.seeds`` runs of one spec: the first run's record with ``SEEDED`` figures averaged, their
-    standard deviations as ``<key>_std`` and every run's top-1 in ``top1_runs``."""
+    """``cfg.seeds`` runs of one spec: the first run's record with the task's report metrics and the
+    train time averaged, their standard deviations as ``<key>_std`` and every run's headline metric
+    in ``<key>_runs``."""
     runs = [run_one(spec, base, splits, root, cfg, say, k) for k in range(cfg.seeds)]
     if len(runs) == 1:
         return runs[0]
-    merged = dict(runs[0], seeds=[r["seed"] for r in runs], top1_runs=[r["top1"] for r in runs])
-    for key in SEEDED:
+    report = TASKS.get(cfg.transfer.task).report
+    merged = dict(runs[0], seeds=[r["seed"] for r in runs], **{f"{report[0]}_runs": [r[report[0]] for r in runs]})
+    for key in (*report, "train_seconds"):
         values = torch.tensor([float(r.get(key, float("nan"))) for r in runs], dtype=torch.float64)
         merged[key], merged[f"{key}_std"] = float(values.mean()), float(values.std())
     return merged
 
 
-def table_rows(results: list[dict[str, Any]], reference: str) -> list[dict[str, Any]]:
-    """One summary row per strategy (the Markdown / terminal table); "% of full" is relative to the
-    trainable parameters of the ``reference`` run's label."""
-    full = next((r["trainable_params"] for r in results if r["label"] == reference), None)
-    rows = []
-    for r in results:
-        ret = r.get("retrieval", {})
-        rows.append({
-            "strategy": r["label"], "backbone": "frozen" if r["frozen_backbone"] else "tuned",
-            "top1": round(r.get("top1", float("nan")), 4),
-            **({"top1 std": round(r["top1_std"], 4), "seeds": len(r["seeds"])} if "top1_std" in r else {}),
-            "top5": round(r.get("top5", float("nan")), 4),
-            "mean class acc": round(r.get("mean_class_accuracy", float("nan")), 4),
-            "v2t R@1": round(ret.get("v2t_R@1", float("nan")), 3), "t2v R@1": round(ret.get("t2v_R@1", float("nan")), 3),
-            "trainable": r["trainable_params"],
-            "% of full": round(100 * r["trainable_params"] / full, 2) if full else float("nan"),
-            "total": r["total_params"], "train s": round(r["train_seconds"], 1),
-            "s/epoch": round(r["seconds_per_epoch"], 3), "epochs": r["epochs"],
-            "peak MB": round(r["peak_memory_mb"], 1), "clips/s": round(r.get("throughput_clips_per_s", float("nan")), 1),
-            "MFLOPs/clip": round(r["flops_per_clip"] / 1e6, 2),
-        })
-    return rows
-
-
-def plot_frontier(rows: list[dict[str, Any]], x: str, path: Path, xlabel: str) -> Path:
-    """Top-1 against ``x`` (log scale), one labelled point per strategy, the Pareto frontier as a line."""
-    from xmodal.eval.plots import pyplot
-
-    plt = pyplot()
-    pts = sorted((max(float(r[x]), 1e-3 if x != "trainable" else 1.0), float(r["top1"]), r["strategy"]) for r in rows)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for xv, yv, name in pts:
-        ax.scatter(xv, yv, color="tab:blue" if "frozen" in str(next(r["backbone"] for r in rows if r["strategy"] == name)) else "tab:orange")
-        ax.annotate(name, (xv, yv), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    frontier, best = [], -1.0
-    for xv, yv, _ in pts:
-        if yv > best:
-            frontier.append((xv, yv))
-            best = yv
-    ax.plot(*zip(*frontier), "--", color="grey", label="frontier (best top-1 so far)")
-    ax.set_xscale("log")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("test top-1")
-    ax.set_title("blue: frozen backbone, orange: backbone tuned")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def compare(cfg: CompareConfig | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every strategy of ``cfg.strategies`` and write the report; returns the results."""
-    from xmodal.eval.report import markdown_table, text_table, write_report
+    """Run every strategy of ``cfg.strategies`` on ``cfg.transfer.task`` and write the report."""
+    from xmodal.experiments.compare_report import write_compare_report
+    from xmodal.strategies.train import check
 
     cfg = cfg or CompareConfig()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     specs = expand(cfg.strategies)
-    for spec in specs:
-        parse_spec(spec)  # unknown names fail before any work
+    for spec in specs:  # unknown names and options fail before any work
+        _, name, options = parse_spec(spec)
+        check(dataclasses.replace(cfg.transfer, strategy=name, options=options))
     if cfg.seeds < 1:
         raise ConfigError(f"compare: seeds must be >= 1, got {cfg.seeds}")
     start = time.perf_counter()
-    base, splits, root = prepare(cfg, say)
+    base, splits, root, cfg = prepare(cfg, say)
     results = [run_seeds(spec, base, splits, root, cfg, say) for spec in specs]
-    rows = table_rows(results, cfg.reference)
-    out = Path(cfg.out) / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    plots = [("Accuracy vs trainable parameters", plot_frontier(rows, "trainable", out / "accuracy_vs_params.png", "trainable parameters (log)")),
-             ("Accuracy vs training time", plot_frontier(rows, "train s", out / "accuracy_vs_time.png", "training wall time, s (log)"))]
-    wall = time.perf_counter() - start
-    summary = {"table": rows, "runs": results, "base": base, "wall_seconds": wall, "config": to_dict(cfg),
-               "splits": {k: len(v) for k, v in splits.items()}}
-    memory_note = ("Peak memory is the growth of GPU memory during the run" if torch.cuda.is_available() else
-                   "Peak memory is the growth of the process's resident memory during the run (CPU); strategies "
-                   "run one after another in one process, so a run that fits in memory freed by an earlier one "
-                   "shows ~0 — `xmodal transfer` measures one strategy in a fresh process")
-    seeds = (f" Every strategy ran with {cfg.seeds} seeds ({cfg.transfer.seed}, +1, ...): accuracies and train time are "
-             "means, `top1 std` their standard deviation." if cfg.seeds > 1 else "")
-    sections = [("Setup", f"Base model: `{base}`. Clips: {summary['splits']}. Wall time {wall:.0f}s.{seeds} {memory_note}."),
-                ("Results (test split)", markdown_table(rows)),
-                ("Strategies", "\n".join(f"- **{r['label']}**: {r['paper']}" for r in results))]
-    files = write_report(out, summary, "xmodal compare: image-to-video transfer strategies", sections, plots)
-    seeded = ["top1 std"] if cfg.seeds > 1 else []
-    say("\n" + text_table(rows, ["strategy", "backbone", "top1", *seeded, "mean class acc", "v2t R@1", "trainable",
-                                 "% of full", "train s", "s/epoch", "clips/s", "MFLOPs/clip"]))
-    say(f"\nwall time {wall:.0f}s; report: {files['report']}")
-    return summary
+    return write_compare_report(cfg, TASKS.get(cfg.transfer.task), results, base,
+                                {k: len(v) for k, v in splits.items()}, time.perf_counter() - start, say)

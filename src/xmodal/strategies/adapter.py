@@ -15,17 +15,17 @@ forward hooks: the base model's modules and parameter names are unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from xmodal.errors import ConfigError
-from xmodal.strategies.base import STRATEGIES, VideoClassifier
-from xmodal.strategies.heads import HeadConfig
+from xmodal.strategies.base import STRATEGIES, VideoModel
+from xmodal.tasks.heads import HeadConfig
 from xmodal.strategies.hooks import (block_input, first_tensor, replace_first, train_norms, vision_blocks,
                                   with_block_input)
-from xmodal.strategies.temporal_head import head_classifier
+from xmodal.strategies.temporal_head import adapted
 
 
 @dataclass
@@ -85,24 +85,24 @@ class AdapterStrategy:
     backbone_lr_scale = 1.0  # the norms it unfreezes (``norms``) learn at the adapters' rate
     paper = "ST-Adapter (Pan et al., NeurIPS 2022); per-frame: Houlsby et al., ICML 2019"
 
-    def apply(self, model: Any, classes: Sequence[str], cfg: AdapterConfig) -> VideoClassifier:
+    def apply(self, model: Any, cfg: AdapterConfig) -> VideoModel:
         if cfg.position not in ("input", "sublayers"):
             raise ConfigError(f"adapter: position must be 'input' or 'sublayers', got {cfg.position!r}")
         tower = model.tower("image")
         blocks = vision_blocks(tower, "adapter")
         sites = [m for b in blocks for m in tower.sublayers(b)] if cfg.position == "sublayers" else blocks
         width = tower.width
-        clf = head_classifier(model, classes, "adapter", cfg, frozen=False)
-        adapters = nn.ModuleList(Adapter(width, cfg, clf.context) for _ in sites)
-        clf.added["adapters"] = adapters
+        vm = adapted(model, "adapter", cfg, frozen=False)
+        adapters = nn.ModuleList(Adapter(width, cfg, vm.context) for _ in sites)
+        vm.added["adapters"] = adapters
         for site, adapter in zip(sites, adapters):
             if cfg.position == "input":
                 site.register_forward_pre_hook(_pre_hook(adapter), with_kwargs=True)
             else:
                 site.register_forward_hook(_hook(adapter))
         if cfg.norms:
-            train_norms(clf.vision)
-        return clf
+            train_norms(vm.vision)
+        return vm
 
 
 STRATEGIES.register("adapter", AdapterStrategy())

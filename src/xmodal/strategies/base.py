@@ -1,34 +1,29 @@
-"""Image-to-video transfer strategies: the protocol, the registry and the video classifier.
+"""Image-to-video transfer strategies: the protocol, the registry and the transferred video model.
 
 A strategy WRAPS an aligned :class:`~xmodal.backbones.base.XModel` (adds modules around it) or
 INJECTS modules into its image tower (hooks, PEFT layers); it never subclasses the model. What it
-returns is a :class:`VideoClassifier`: the base model, the strategy's own modules (``added``) and the
-few base parameters it unfreezes. ``frozen`` says whether the backbone stays untouched, so the one
-training engine (``transfer/train.py``) caches features instead of re-encoding every epoch.
-
-Saved transfers hold only what the strategy adds (``strategy.safetensors``) and a pointer to the
-base model (``transfer.json``); :func:`load_transfer` rebuilds base + strategy.
+returns is a :class:`VideoModel`: the base model, the strategy's own modules (``added``) and the few
+base parameters it unfreezes, yielding per clip a sequence of frame features ``[B, T, seq_width]``.
+A task (``xmodal.tasks``) then attaches its head, so every strategy serves every task. ``frozen``
+says whether the backbone stays untouched, so the one training engine (``strategies/train.py``)
+caches features instead of re-encoding every epoch.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
 
 from xmodal.backbones.base import per_frame
-from xmodal.config import from_dict, to_dict
-from xmodal.errors import CheckpointError
 from xmodal.registry import Registry
+from xmodal.tasks.heads import HeadConfig
 
-TRANSFER_FORMAT = "xmodal-transfer"
-META_FILE = "transfer.json"
-STATE_FILE = "strategy.safetensors"
-
-Reader = Callable[["VideoClassifier", torch.Tensor], torch.Tensor]
+Reader = Callable[["VideoModel", torch.Tensor], torch.Tensor]  # pixels -> what a frozen strategy caches
+Neck = Callable[["VideoModel", dict[str, torch.Tensor]], torch.Tensor]  # inputs -> [B, T, seq_width]
+Cache = Callable[["VideoModel", torch.Tensor], dict[str, torch.Tensor]]  # pixels -> cached inputs
+AuxLoss = Callable[["VideoModel", dict[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]]
 
 
 @runtime_checkable
@@ -37,8 +32,8 @@ class Strategy(Protocol):
 
     - ``config_cls``: its config dataclass (a one-line comment per field);
     - ``frozen``: True when the backbone is untouched (the engine then trains on cached features);
-    - ``apply(model, classes, cfg)``: wrap or inject into ``model`` and return a VideoClassifier whose
-      trainable parameters are exactly the strategy's own;
+    - ``apply(model, cfg)``: wrap or inject into ``model`` and return a VideoModel whose trainable
+      parameters are exactly the strategy's own (the task head is attached afterwards);
 
     and its learning-rate defaults (``default_lr``, ``backbone_lr_scale``), read by ``train.py``."""
 
@@ -48,38 +43,80 @@ class Strategy(Protocol):
     backbone_lr_scale: float  # multiplier of that rate for the base weights it unfreezes (1.0 when none)
     paper: str  # the method's paper, for reports
 
-    def apply(self, model: Any, classes: Sequence[str], cfg: Any) -> "VideoClassifier": ...
+    def apply(self, model: Any, cfg: Any) -> "VideoModel": ...
 
 
 STRATEGIES: Registry[Strategy] = Registry("strategy")
 
 
-def frame_trunk(clf: "VideoClassifier", pixels: torch.Tensor) -> torch.Tensor:
+def frame_trunk(vm: "VideoModel", pixels: torch.Tensor) -> torch.Tensor:
     """``[B, T, W]`` pooled trunk features of each frame (before the projection into the shared space)."""
-    return clf.per_frame(clf.vision.trunk, pixels)
+    return vm.per_frame(vm.vision.trunk, pixels)
 
 
-class VideoClassifier(nn.Module):
-    """Classify videos ``pixel_values [B, T, 3, H, W]`` into ``classes`` with a transferred model.
+def frame_embeddings(vm: "VideoModel", pixels: torch.Tensor) -> torch.Tensor:
+    """``[B, T, D]`` L2-normalised embeddings of each frame in the shared space."""
+    return vm.per_frame(vm.vision, pixels)
 
-    ``features(pixels)`` runs the backbone (what is cached when ``frozen``), ``classify(features)``
-    runs the strategy's head, ``forward = classify . features``. ``embed(pixels)`` is the clip's
-    embedding in the shared space (for video-text retrieval)."""
 
-    def __init__(self, base: nn.Module, classes: Sequence[str], strategy: str, config: Any, added: dict[str, nn.Module],
-                 frozen: bool, reader: Reader = frame_trunk) -> None:
+def read_features(vm: "VideoModel", inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The default neck: the cached ``features``, else the reader run on ``pixel_values``."""
+    return inputs["features"] if "features" in inputs else vm.reader(vm, inputs["pixel_values"])
+
+
+def cache_features(vm: "VideoModel", pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The default cache of a frozen strategy: the reader's output per clip."""
+    return {"features": vm.reader(vm, pixels)}
+
+
+class VideoModel(nn.Module):
+    """A transferred video model: an aligned base, what a strategy adds or unfreezes, and a task head.
+
+    Strategy side: ``inputs(pixels)`` is what the engine feeds per clip (``cache(pixels)``, computed
+    once, for frozen strategies; the pixels otherwise) and ``sequence(inputs)`` runs the ``neck`` to
+    frame features ``[B, T, seq_width]``. Task side (:meth:`attach`): ``head`` (its ``video(seq)`` is
+    the video-only output), ``task``, ``task_config`` and ``meta`` (what the head was built for).
+    ``forward(pixels)`` = ``head.video(sequence(pixels))``. Texts are encoded by :meth:`encode_texts`,
+    through the strategy's text module (``added["text_context"]``) when it adapts the text side."""
+
+    def __init__(self, base: nn.Module, strategy: str, config: Any, added: dict[str, nn.Module], frozen: bool,
+                 reader: Reader = frame_trunk, seq_width: int | None = None, trains: bool = True,
+                 head_config: HeadConfig | None = None) -> None:
         super().__init__()
-        self.base = base
-        self.classes = list(classes)
-        self.strategy, self.config, self.frozen = strategy, config, frozen
+        self.base, self.strategy, self.config, self.frozen, self.reader = base, strategy, config, frozen, reader
         self.added = nn.ModuleDict(added)
-        self.reader = reader
+        self.seq_width = seq_width or self.vision.width  # F of the frame feature sequence
+        self.trains = trains  # False: nothing trains (zero-shot): tasks attach their parameter-free head
+        self.head_config = head_config or HeadConfig()  # temporal pooling the task heads use
+        known = STRATEGIES.get(strategy)
+        self.default_lr, self.backbone_lr_scale = known.default_lr, known.backbone_lr_scale
+        self.neck: Neck = read_features
+        self.cache: Cache = cache_features
+        self.aux_loss: AuxLoss | None = None  # an extra training loss of the strategy (distillation)
+        self.backbone_at_inference = True  # False: the strategy replaces the backbone at inference
         self.context: dict[str, Any] = {}  # per-call facts injected modules read (e.g. frames per clip)
         self.merge_fn: Callable[[], None] | None = None  # folds injected weights into the base (LoRA)
+        self.head: nn.Module | None = None
+        self.task, self.task_config, self.meta = "", None, {}
+        self._texts: dict[str, torch.Tensor] = {}  # frozen text embeddings, by text
 
     @property
     def vision(self) -> nn.Module:
         return self.base.tower("image")
+
+    @property
+    def embed_dim(self) -> int:
+        return self.base.embed_dim
+
+    @property
+    def adapts_text(self) -> bool:
+        """True when the strategy trains something on the text side (CoOp context)."""
+        return "text_context" in self.added
+
+    def attach(self, task: str, task_config: Any, meta: dict[str, Any], head: nn.Module) -> "VideoModel":
+        """Put the task's head on top (a submodule: it trains and is saved with the strategy)."""
+        self.task, self.task_config, self.meta, self.head = task, task_config, dict(meta), head
+        return self
 
     def per_frame(self, fn: Callable[[dict[str, torch.Tensor]], torch.Tensor], pixels: torch.Tensor) -> torch.Tensor:
         """``fn`` (the image tower or one of its methods) on every frame of ``pixels`` ``[B, T, 3, H, W]``
@@ -87,31 +124,34 @@ class VideoClassifier(nn.Module):
         self.context["frames"] = pixels.shape[1]
         return per_frame(fn, {"pixel_values": pixels})
 
-    def features(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.reader(self, pixels)
+    def inputs(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the engine feeds for ``pixels``: the cache of a frozen strategy, else the pixels."""
+        return self.cache(self, pixels) if self.frozen else {"pixel_values": pixels}
 
-    def classify(self, features: torch.Tensor) -> torch.Tensor:
-        return self.added["head"](features)
+    def sequence(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[B, T, seq_width]`` frame features from ``inputs`` (cached features or ``pixel_values``)."""
+        return self.neck(self, inputs)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``[B, C]`` class logits."""
-        return self.classify(self.features(pixels))
+        """The task head's video-only output for clips ``pixels`` ``[B, T, 3, H, W]`` (class logits for
+        ``classify``, clip embeddings for ``retrieve``, projected frames for ``ground``)."""
+        return self.head.video(self.sequence({"pixel_values": pixels}))
 
-    def cache_inputs(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """What a frozen strategy trains from, computed once per clip."""
-        return {"features": self.features(pixels)}
-
-    def loss(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = inputs["features"] if "features" in inputs else self.features(inputs["pixel_values"])
-        return {"loss": nn.functional.cross_entropy(self.classify(feats), labels)}
-
-    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``[B, D]`` L2-normalised frame-averaged clip embedding through the (possibly adapted) tower."""
-        return nn.functional.normalize(self.per_frame(self.vision, pixels).mean(1), dim=-1)
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """``[N, D]`` L2-normalised text embeddings: through ``added["text_context"]`` (with gradients) when the
+        strategy adapts the text side, else the frozen base tower's, each text encoded once."""
+        if self.adapts_text:
+            return self.added["text_context"](list(texts))
+        todo = [t for t in dict.fromkeys(texts) if t not in self._texts]
+        if todo:
+            with torch.no_grad():
+                self._texts.update(zip(todo, encode_strings(self.base, todo)))
+        device = next(self.parameters()).device
+        return torch.stack([self._texts[t] for t in texts]).to(device)
 
     def inference_modules(self) -> list[nn.Module]:
-        """Modules a video prediction runs (for parameter counts): the image tower and the additions."""
-        return [self.vision, self.added]
+        """Modules a video prediction runs (for parameter counts): the tower, the additions, the head."""
+        return [self.vision, self.added, self.head] if self.backbone_at_inference else [self.added, self.head]
 
     def merge(self) -> None:
         """Fold injected weights into the base for inference (no-op for strategies without it)."""
@@ -119,14 +159,13 @@ class VideoClassifier(nn.Module):
             self.merge_fn()
             self.merge_fn = None
 
-    # ------------------------------------------------------------------------- what the strategy owns
     def own_state(self) -> dict[str, torch.Tensor]:
-        """Parameters and buffers the strategy added or changed: everything under ``added``, every
-        trainable base parameter and the buffers of modules that own one (e.g. norm statistics)."""
+        """Parameters and buffers the strategy and the task added or changed: everything under
+        ``added`` and ``head``, every trainable base parameter and the buffers of modules owning one."""
         state: dict[str, torch.Tensor] = {}
         for name, module in self.named_modules():
             own = list(module.named_parameters(recurse=False))
-            inside = name == "added" or name.startswith("added.")
+            inside = name.split(".")[0] in ("added", "head")
             if not inside and not any(p.requires_grad for _, p in own):
                 continue
             for key, t in [*own, *module.named_buffers(recurse=False)]:
@@ -134,61 +173,19 @@ class VideoClassifier(nn.Module):
                     state[f"{name}.{key}" if name else key] = t.detach()
         return state
 
-    def save(self, path: str | Path, base: str | Path) -> Path:
-        """Write ``transfer.json`` (strategy, config, classes, ``base`` pointer) and the strategy's own
-        weights to the folder ``path``."""
-        from safetensors.torch import save_file
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.contiguous().clone() for k, v in self.own_state().items()}
-        save_file(state, str(path / STATE_FILE))
-        meta = {"format": TRANSFER_FORMAT, "strategy": self.strategy, "config": to_dict(self.config),
-                "classes": self.classes, "base": str(base), "frozen": self.frozen}
-        (path / META_FILE).write_text(json.dumps(meta, indent=2))
-        return path
+@torch.no_grad()
+def encode_strings(model: Any, texts: Sequence[str], batch_size: int = 256) -> list[torch.Tensor]:
+    """CPU float embeddings of ``texts`` by ``model``'s text tower (frozen), one tensor per text."""
+    from xmodal.engine.cache import to_device
+    from xmodal.modalities import MODALITIES
 
-
-def is_transfer(path: str | Path) -> bool:
-    return (Path(path) / META_FILE).is_file()
-
-
-def load_transfer(path: str | Path, base: Any = None) -> VideoClassifier:
-    """Rebuild a saved transfer: load its base (or use the given ``base`` model), re-apply the
-    strategy with its saved config, load the strategy's weights."""
-    from safetensors.torch import load_file
-
-    from xmodal.api import load
-
-    path = Path(path)
-    if not is_transfer(path):
-        raise CheckpointError(f"{path}: not a transfer checkpoint (no {META_FILE})")
-    try:
-        meta = json.loads((path / META_FILE).read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path / META_FILE}: not valid JSON ({exc})") from None
-    if meta.get("format") != TRANSFER_FORMAT:
-        raise CheckpointError(f"{path / META_FILE}: format is not {TRANSFER_FORMAT!r}")
-    strategy = STRATEGIES.get(meta["strategy"])
-    ref = Path(meta["base"])
-    ref = ref if ref.is_absolute() or not (path / ref).exists() else path / ref
-    model = base if base is not None else load(ref if ref.exists() else meta["base"])
-    clf = strategy.apply(model, meta["classes"], from_dict(strategy.config_cls, meta["config"]))
-    file = path / STATE_FILE
-    try:
-        state = load_file(str(file))
-    except Exception as exc:  # safetensors raises several types for truncated files
-        raise CheckpointError(f"{file}: unreadable weights ({exc})") from None
-    own = clf.own_state()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(f"{file}: weights do not match the strategy: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    with torch.no_grad():
-        for key, value in state.items():
-            if own[key].shape != value.shape:
-                raise CheckpointError(f"{file}: {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
-            own[key].copy_(value)
-    return clf.eval()
+    text, spec = MODALITIES.get("text"), model.spec("text")
+    device, out = next(model.parameters()).device, []
+    for i in range(0, len(texts), batch_size):
+        batch = text.collate([text.load(t, spec) for t in texts[i : i + batch_size]], spec)
+        out.extend(model.encode("text", to_device(batch, device)).float().cpu())
+    return out
 
 
 def freeze(model: nn.Module) -> nn.Module:

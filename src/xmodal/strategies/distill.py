@@ -2,72 +2,60 @@
 
 Knowledge distillation (Hinton et al., "Distilling the Knowledge in a Neural Network", 2015) of the
 teacher's per-frame embeddings (feature matching, as in CLIP-KD: Yang et al., CVPR 2024) plus the
-labels. The teacher stays frozen and its frame embeddings are cached; the student (a tiny ConvNet
-per frame + the temporal head) is all that runs at inference.
+task's loss. The teacher stays frozen and its frame embeddings are cached; the student (a tiny ConvNet
+per frame) and the task head are all that runs at inference.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from xmodal.backbones.base import per_frame
 from xmodal.encoders.vision import ConvNet, VisionConfig
-from xmodal.strategies.base import STRATEGIES, VideoClassifier, freeze
-from xmodal.strategies.heads import HeadConfig, TemporalHead
-from xmodal.strategies.zero_shot import frame_embeddings
+from xmodal.strategies.base import STRATEGIES, VideoModel, frame_embeddings, freeze
+from xmodal.tasks.heads import HeadConfig
 
 
 @dataclass
 class DistillConfig:
     width: int = 8  # student ConvNet base width
     depth: int = 2  # student ConvNet stages
-    match_weight: float = 1.0  # weight of the embedding-matching loss (1 - cosine) next to cross-entropy
+    match_weight: float = 1.0  # weight of the embedding-matching loss (1 - cosine) next to the task's loss
     head: HeadConfig = field(default_factory=HeadConfig)  # temporal head over the student's frame features
 
 
 class Student(nn.Module):
-    """Tiny per-frame ConvNet, a projection into the teacher's space, and a temporal head."""
+    """Tiny per-frame ConvNet and a projection into the teacher's space."""
 
-    def __init__(self, cfg: DistillConfig, image_size: int, embed_dim: int, num_classes: int) -> None:
+    def __init__(self, cfg: DistillConfig, image_size: int, embed_dim: int) -> None:
         super().__init__()
         self.net = ConvNet(VisionConfig(arch="convnet", width=cfg.width, depth=cfg.depth, image_size=image_size))
         self.proj = nn.Linear(self.net.out_dim, embed_dim)
-        self.head = TemporalHead(self.net.out_dim, num_classes, cfg.head)
 
-    def frames(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``[B, T, W]`` student features of each frame."""
-        return per_frame(lambda batch: self.net(batch["pixel_values"]), {"pixel_values": pixels})
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[B, T, 3, H, W]`` -> ``[B, T, width]`` per-frame student features."""
+        b, t = pixels.shape[:2]
+        return self.net(pixels.flatten(0, 1)).view(b, t, -1)
 
 
-class DistillClassifier(VideoClassifier):
-    """The student replaces the backbone at inference; the teacher only provides cached targets."""
+def teacher_and_pixels(vm: VideoModel, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What is cached per clip: the frozen teacher's frame embeddings, and the frames the student reads."""
+    return {"teacher": frame_embeddings(vm, pixels), "pixel_values": pixels}
 
-    def features(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.added["student"].frames(pixels)
 
-    def classify(self, features: torch.Tensor) -> torch.Tensor:
-        return self.added["student"].head(features)
+def student_frames(vm: VideoModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    return vm.added["student"](inputs["pixel_values"])
 
-    def cache_inputs(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"teacher": frame_embeddings(self, pixels), "pixel_values": pixels}
 
-    def loss(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        student = self.added["student"]
-        feats = student.frames(inputs["pixel_values"])
-        ce = nn.functional.cross_entropy(student.head(feats), labels)
-        match = 1 - nn.functional.cosine_similarity(student.proj(feats), inputs["teacher"], dim=-1).mean()
-        return {"loss": ce + self.config.match_weight * match, "ce": ce.detach(), "match": match.detach()}
-
-    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
-        student = self.added["student"]
-        return nn.functional.normalize(student.proj(student.frames(pixels)).mean(1), dim=-1)
-
-    def inference_modules(self) -> list[nn.Module]:
-        return [self.added]
+def match_loss(vm: VideoModel, inputs: dict[str, torch.Tensor], seq: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``match_weight * (1 - cos)`` between the student's projected frames and the teacher's."""
+    proj = vm.added["student"].proj(seq)
+    match = 1 - nn.functional.cosine_similarity(proj, inputs["teacher"], dim=-1).mean()
+    return {"loss": vm.config.match_weight * match, "match": match.detach()}
 
 
 class Distill:
@@ -77,11 +65,13 @@ class Distill:
     backbone_lr_scale = 1.0  # unfreezes no base weight
     paper = "Hinton et al., Distilling the Knowledge in a Neural Network, 2015 (feature matching: CLIP-KD, CVPR 2024)"
 
-    def apply(self, model: Any, classes: Sequence[str], cfg: DistillConfig) -> VideoClassifier:
+    def apply(self, model: Any, cfg: DistillConfig) -> VideoModel:
         freeze(model)
-        size = model.spec("image").size
-        student = Student(cfg, size, model.embed_dim, len(classes))
-        return DistillClassifier(model, classes, "distill", cfg, {"student": student}, frozen=True)
+        student = Student(cfg, model.spec("image").size, model.embed_dim)
+        vm = VideoModel(model, "distill", cfg, {"student": student}, frozen=True, seq_width=student.net.out_dim,
+                        head_config=cfg.head)
+        vm.cache, vm.neck, vm.aux_loss, vm.backbone_at_inference = teacher_and_pixels, student_frames, match_loss, False
+        return vm
 
 
 STRATEGIES.register("distill", Distill())

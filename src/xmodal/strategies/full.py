@@ -8,11 +8,11 @@ strategy is measured against (parameter ratio = strategy trainable / full traina
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
-from xmodal.strategies.base import STRATEGIES, VideoClassifier
-from xmodal.strategies.heads import HeadConfig
-from xmodal.strategies.temporal_head import head_classifier
+from xmodal.strategies.base import STRATEGIES, VideoModel
+from xmodal.tasks.heads import HeadConfig
+from xmodal.strategies.temporal_head import adapted
 
 
 @dataclass
@@ -27,10 +27,10 @@ class Full:
     backbone_lr_scale = 0.1  # the unfrozen backbone learns at 0.1 x the head's rate (3e-4 by default)
     paper = "Rasheed et al., ViFi-CLIP: Fine-tuned CLIP Models are Efficient Video Learners, CVPR 2023"
 
-    def apply(self, model: Any, classes: Sequence[str], cfg: FullConfig) -> VideoClassifier:
-        clf = head_classifier(model, classes, "full", cfg, frozen=False)
-        clf.vision.trunk_module.requires_grad_(True)
-        return clf
+    def apply(self, model: Any, cfg: FullConfig) -> VideoModel:
+        vm = adapted(model, "full", cfg, frozen=False)
+        vm.vision.trunk_module.requires_grad_(True)
+        return vm
 
 
 STRATEGIES.register("full", Full())

@@ -58,12 +58,3 @@ def with_block_input(args: tuple, kwargs: dict, value: torch.Tensor, as_kwarg: b
     if as_kwarg:
         return args, {**kwargs, "hidden_states": value}
     return (value, *args[1:]), kwargs
-
-
-def text_token_embedding(tower: nn.Module) -> nn.Embedding:
-    """The word-embedding table of a text tower (a ConfigError when the tower reads no tokens)."""
-    table = tower.token_embedding()
-    if table is None:
-        raise ConfigError(f"learnable text context needs a text tower with input embeddings; "
-                          f"the {tower.modality!r} tower ({type(tower).__name__}) has none")
-    return table

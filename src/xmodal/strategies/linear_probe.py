@@ -1,34 +1,23 @@
-"""``linear_probe``: a linear classifier on frame-averaged frozen features.
+"""``linear_probe``: a linear layer on frame-averaged frozen features.
 
 The linear-probe evaluation of CLIP (Radford et al., ICML 2021): the backbone is frozen and a
 logistic-regression layer is trained on its pooled features, here averaged over the frames of a
-clip. Averaging is blind to frame order, so a clip and its time-reversed twin look the same.
+clip (the task heads' ``linear`` pooling: mean, LayerNorm without affine parameters, one linear
+layer). Averaging is blind to frame order, so a clip and its time-reversed twin look the same.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
-import torch
-from torch import nn
-
-from xmodal.strategies.base import STRATEGIES, VideoClassifier, freeze
+from xmodal.strategies.base import STRATEGIES, VideoModel, freeze
+from xmodal.tasks.heads import HeadConfig
 
 
 @dataclass
 class LinearProbeConfig:
-    normalize: bool = True  # LayerNorm (no affine) on the averaged features before the linear layer
-
-
-class FrameAverageLinear(nn.Module):
-    def __init__(self, width: int, num_classes: int, normalize: bool) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(width, elementwise_affine=False) if normalize else nn.Identity()
-        self.fc = nn.Linear(width, num_classes)
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.norm(frames.mean(1)))
+    """No settings: the probe is one linear layer on the normalised frame average."""
 
 
 class LinearProbe:
@@ -38,10 +27,9 @@ class LinearProbe:
     backbone_lr_scale = 1.0  # unfreezes no base weight
     paper = "Radford et al., CLIP (linear probe), ICML 2021"
 
-    def apply(self, model: Any, classes: Sequence[str], cfg: LinearProbeConfig) -> VideoClassifier:
+    def apply(self, model: Any, cfg: LinearProbeConfig) -> VideoModel:
         freeze(model)
-        head = FrameAverageLinear(model.tower("image").width, len(classes), cfg.normalize)
-        return VideoClassifier(model, classes, "linear_probe", cfg, {"head": head}, frozen=True)
+        return VideoModel(model, "linear_probe", cfg, {}, frozen=True, head_config=HeadConfig(kind="linear"))
 
 
 STRATEGIES.register("linear_probe", LinearProbe())

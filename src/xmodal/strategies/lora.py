@@ -9,15 +9,15 @@ and restores plain ``nn.Linear`` modules, so inference costs nothing extra.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from torch import nn
 
 from xmodal.errors import ConfigError
-from xmodal.strategies.base import STRATEGIES, VideoClassifier
-from xmodal.strategies.heads import HeadConfig
+from xmodal.strategies.base import STRATEGIES, VideoModel
+from xmodal.tasks.heads import HeadConfig
 from xmodal.strategies.hooks import vision_blocks
-from xmodal.strategies.temporal_head import head_classifier
+from xmodal.strategies.temporal_head import adapted
 
 
 @dataclass
@@ -49,12 +49,12 @@ class LoRA:
     backbone_lr_scale = 1.0  # its LoRA layers sit inside the base (``base.`` names): they learn at default_lr
     paper = "Hu et al., LoRA: Low-Rank Adaptation of Large Language Models, ICLR 2022 (via PEFT)"
 
-    def apply(self, model: Any, classes: Sequence[str], cfg: LoRAConfig) -> VideoClassifier:
+    def apply(self, model: Any, cfg: LoRAConfig) -> VideoModel:
         from peft import LoraConfig, inject_adapter_in_model
 
         vision_blocks(model.tower("image"), "lora")
-        clf = head_classifier(model, classes, "lora", cfg, frozen=False)
-        trunk = clf.vision.trunk_module
+        vm = adapted(model, "lora", cfg, frozen=False)
+        trunk = vm.vision.trunk_module
         names = [n for n, m in trunk.named_modules() if isinstance(m, nn.Linear)]
         hits = [n for n in names if any(n == t or n.endswith("." + t) for t in cfg.targets)]
         if not hits:
@@ -64,8 +64,8 @@ class LoRA:
         inject_adapter_in_model(peft_cfg, trunk)
         for n, p in trunk.named_parameters():
             p.requires_grad_("lora_" in n)
-        clf.merge_fn = lambda: merge_lora(trunk)
-        return clf
+        vm.merge_fn = lambda: merge_lora(trunk)
+        return vm
 
 
 STRATEGIES.register("lora", LoRA())

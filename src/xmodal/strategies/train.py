@@ -1,20 +1,25 @@
-"""Transfer an aligned model to video classification with one strategy, on the one engine.
+"""Transfer an aligned model to a video task with one strategy, on the one engine.
 
-``transfer(model, train_rows, TransferConfig(strategy="lora"), val_rows, test_rows, root, out)``:
+``transfer(model, train_rows, TransferConfig(task="retrieve", strategy="lora"), val_rows, test_rows,
+root, out)``:
 
-1. decodes every clip once (``ClipSet``: sampled, preprocessed frames kept in memory);
-2. applies the strategy (wrap / inject) to get a :class:`VideoClassifier`;
-3. if the strategy leaves the backbone frozen (``strategy.frozen``; nothing for the user to set),
+1. validates the task, the strategy and both option sets before anything is decoded;
+2. decodes every distinct clip once (``strategies/data.py``), frames sampled as the task asks, and
+   builds the task's targets (classes, captions, moments, ...);
+3. applies the strategy (wrap / inject) and attaches the task's head: a :class:`VideoModel`;
+4. if the strategy leaves the backbone frozen (``strategy.frozen``; nothing for the user to set),
    runs the backbone once per clip and trains on the cached outputs, else re-encodes every batch;
-4. trains with :func:`xmodal.engine.fit.fit` (AdamW, cosine schedule, accumulation, AMP on CUDA,
-   early stopping on validation top-1, best weights restored, checkpoints with resume, log.jsonl);
-5. measures classification (top-1/top-5, mean class accuracy), video-text retrieval when the clips
-   have captions, and efficiency (parameters, train time, peak memory, clips/s, FLOPs per clip);
-6. with ``out``, saves ``out/model`` (only what the strategy adds + a pointer to the base).
+5. trains with :func:`xmodal.engine.fit.fit` (AdamW, cosine schedule, accumulation, AMP on CUDA,
+   early stopping on the task's validation metric, best weights restored, checkpoints with resume,
+   log.jsonl);
+6. measures the task's metrics and efficiency (parameters, train time, peak memory, clips/s, FLOPs
+   per clip) on the test rows;
+7. with ``out``, saves ``out/model`` (only what the strategy and the head add + a pointer to the base).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +29,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from xmodal.config import from_dict
-from xmodal.data.manifest import MediaDataset
 from xmodal.engine.fit import FitConfig, History, fit
-from xmodal.errors import ConfigError, DataError
-from xmodal.strategies.base import STRATEGIES, Strategy, VideoClassifier
+from xmodal.errors import ConfigError
+from xmodal.strategies.base import STRATEGIES, VideoModel
+from xmodal.strategies.checkpoint import save_transfer
+from xmodal.strategies.data import ClipSet, load_split
+from xmodal.tasks.base import TASKS, take, to_device
 
 DEFAULT_LR = 3e-3  # heads, adapters, LoRA, prompts; strategies that unfreeze backbone weights scale it
 # for those weights with ``backbone_lr_scale``
@@ -35,231 +42,195 @@ DEFAULT_LR = 3e-3  # heads, adapters, LoRA, prompts; strategies that unfreeze ba
 
 @dataclass
 class TransferConfig:
-    strategy: str = "temporal_head"  # registered strategy name (see xmodal.transfer.STRATEGIES)
+    task: str = "classify"  # registered task (xmodal.tasks.TASKS): classify, retrieve, ground
+    task_options: dict[str, Any] = field(default_factory=dict)  # the task's config fields, e.g. {"label_column": "y"}
+    strategy: str = "temporal_head"  # registered strategy name (see xmodal.strategies.STRATEGIES)
     options: dict[str, Any] = field(default_factory=dict)  # the strategy's config fields, e.g. {"rank": 8}
     path_column: str = "path"  # manifest column with the video files
-    label_column: str = "label"  # manifest column with the class names
-    caption_column: str = "caption"  # manifest column with captions (retrieval); missing = no retrieval
-    batch_size: int = 32  # clips per batch
+    batch_size: int = 32  # rows per batch
     lr: float = 0.0  # peak learning rate; 0 = the strategy's ``default_lr`` (LoRA), else fit.lr
     num_workers: int = 0  # DataLoader worker processes for decoding
     on_error: str = "raise"  # unreadable clip: "raise" or "skip" (counted, listed)
     seed: int = 0  # seeds initialisation and shuffling
     fit: FitConfig = field(default_factory=lambda: FitConfig(
-        epochs=60, lr=DEFAULT_LR, monitor="val_top1", patience=20, restore_best=True, weight_decay=0.01,
-        max_minutes=1.0))  # engine: per-strategy budget keeps a full compare within minutes on a CPU
-
-
-@dataclass
-class ClipSet:
-    pixels: torch.Tensor  # [N, T, 3, H, W] preprocessed frames
-    targets: torch.Tensor  # [N] class indices
-    captions: list[str] | None  # caption per clip, or None
-    paths: list[str]  # file per clip
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # unreadable files and why
+        epochs=60, lr=DEFAULT_LR, monitor="", patience=20, restore_best=True, weight_decay=0.01,
+        max_minutes=1.0))  # engine (``monitor`` "" = the task's); the per-run budget keeps a compare within minutes
 
 
 @dataclass
 class TransferResult:
-    classifier: VideoClassifier  # the trained model (base + strategy)
-    metrics: dict[str, Any]  # classification, retrieval and efficiency figures on the test clips
+    model: VideoModel  # the trained model (base + strategy + task head)
+    metrics: dict[str, Any]  # the task's figures and efficiency figures on the test rows
     history: History  # the engine's per-epoch records
 
 
-def load_clips(model: Any, rows: Sequence[dict[str, Any]], classes: Sequence[str], root: Path | None,
-               cfg: TransferConfig, desc: str = "clips") -> ClipSet:
-    """Decode and preprocess the clips of ``rows`` (frames as ``model.spec("video")`` says)."""
-    if not rows:
-        raise DataError(desc, "no clips")
-    for col in (cfg.path_column, cfg.label_column):
-        if col not in rows[0]:
-            raise DataError(desc, f"no column {col!r}; columns are {sorted(rows[0])}")
-    index = {c: i for i, c in enumerate(classes)}
-    data = MediaDataset(list(rows), {"video": cfg.path_column}, {"video": model.spec("video")}, root=root,
-                        label_column=cfg.label_column, on_error=cfg.on_error, manifest=desc)
-    loader = DataLoader(data, batch_size=16, num_workers=cfg.num_workers, collate_fn=data.collate_fn)
-    pixels, kept, skipped = [], [], []
-    for batch in loader:
-        if batch is None:
-            continue
-        skipped.extend(batch["skipped"])
-        pixels.append(batch["video"]["pixel_values"])
-        kept.extend(int(i) for i in batch["index"])
-    skipped = list(dict.fromkeys([*skipped, *data.skipped]))
-    if not kept:
-        raise DataError(desc, f"every clip was unreadable ({len(skipped)} skipped)")
-    labels = [str(rows[i][cfg.label_column]) for i in kept]
-    unknown = sorted(set(labels) - set(index))
-    if unknown:
-        raise DataError(desc, f"class(es) {unknown[:5]} are not among the training classes {list(classes)[:10]}")
-    has_caps = cfg.caption_column and all(str(rows[i].get(cfg.caption_column) or "").strip() for i in kept)
-    captions = [str(rows[i][cfg.caption_column]) for i in kept] if has_caps else None
-    return ClipSet(torch.cat(pixels), torch.tensor([index[x] for x in labels]), captions,
-                   [str(rows[i][cfg.path_column]) for i in kept], skipped)
+def check(cfg: TransferConfig) -> tuple[Any, Any, Any, Any]:
+    """``(task, task config, strategy, strategy config)``; unknown names or options are ConfigErrors
+    (raised before any data is read)."""
+    if cfg.on_error not in ("raise", "skip"):
+        raise ConfigError(f"on_error {cfg.on_error!r} is not 'raise' or 'skip'")
+    task, strategy = TASKS.get(cfg.task), STRATEGIES.get(cfg.strategy)
+    tcfg = from_dict(task.config_cls, dict(cfg.task_options), where=f"{cfg.task} task options")
+    scfg = from_dict(strategy.config_cls, dict(cfg.options), where=f"{cfg.strategy} options")
+    return task, tcfg, strategy, scfg
 
 
-def build(model: Any, classes: Sequence[str], cfg: TransferConfig) -> VideoClassifier:
-    """Apply ``cfg.strategy`` (with ``cfg.options``) to ``model``."""
-    strategy = STRATEGIES.get(cfg.strategy)
-    options = from_dict(strategy.config_cls, cfg.options, where=f"{cfg.strategy} options")
+def build(model: Any, cfg: TransferConfig, meta: dict[str, Any]) -> VideoModel:
+    """Apply ``cfg.strategy`` to ``model`` and attach ``cfg.task``'s head built for ``meta``."""
+    task, tcfg, strategy, scfg = check(cfg)
     torch.manual_seed(cfg.seed)
-    return strategy.apply(model, classes, options)
+    vm = strategy.apply(model, scfg)
+    return vm.attach(cfg.task, tcfg, meta, task.head(vm, meta, tcfg, vm.head_config, vm.trains))
 
 
 @torch.no_grad()
-def _cache(clf: VideoClassifier, clips: ClipSet, batch_size: int) -> dict[str, torch.Tensor]:
-    """The strategy's training inputs of every clip, computed once (frozen backbones)."""
-    clf.eval()
-    device = next(clf.parameters()).device
-    parts: list[dict[str, torch.Tensor]] = []
-    for i in range(0, len(clips.pixels), batch_size):
-        out = clf.cache_inputs(clips.pixels[i : i + batch_size].to(device))
-        parts.append({k: v.float().cpu() if k != "pixel_values" else v.cpu() for k, v in out.items()})
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+def clip_inputs(vm: VideoModel, clips: ClipSet, batch_size: int) -> dict[str, torch.Tensor]:
+    """What the engine feeds per distinct clip: a frozen strategy's cache (computed once), else pixels."""
+    if not vm.frozen:
+        return {"pixel_values": clips.pixels}
+    vm.eval()
+    device = next(vm.parameters()).device
+    parts = [vm.inputs(clips.pixels[i : i + batch_size].to(device)) for i in range(0, len(clips.pixels), batch_size)]
+    return {k: torch.cat([p[k].cpu() if k == "pixel_values" else p[k].float().cpu() for p in parts]) for k in parts[0]}
 
 
-def _inputs(clf: VideoClassifier, clips: ClipSet, batch_size: int) -> dict[str, torch.Tensor]:
-    return _cache(clf, clips, batch_size) if clf.frozen else {"pixel_values": clips.pixels}
+def _rows_batch(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor], idx: torch.Tensor
+                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The clip inputs and the task targets of rows ``idx``, on the model's device."""
+    device = next(vm.parameters()).device
+    clip = clips.clip[idx]
+    return {k: v[clip].to(device) for k, v in inputs.items()}, to_device(take(clips.targets, idx), device)
 
 
 @torch.no_grad()
-def predict(clf: VideoClassifier, inputs: dict[str, torch.Tensor], batch_size: int = 64) -> torch.Tensor:
-    """``[N, C]`` logits from cached ``features`` (frozen) or from ``pixel_values``."""
-    clf.eval()
-    device = next(clf.parameters()).device
-    n = len(next(iter(inputs.values())))
+def predict(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor], batch_size: int = 64) -> torch.Tensor:
+    """The task's outputs for every row of ``clips`` (logits, embeddings, spans, ...)."""
+    vm.eval()
+    task = TASKS.get(vm.task)
     out = []
-    for i in range(0, n, batch_size):
-        if "features" in inputs:
-            out.append(clf.classify(inputs["features"][i : i + batch_size].to(device)).float().cpu())
-        else:
-            out.append(clf(inputs["pixel_values"][i : i + batch_size].to(device)).float().cpu())
+    for start in range(0, len(clips), batch_size):
+        batch_in, targets = _rows_batch(vm, clips, inputs, torch.arange(start, min(start + batch_size, len(clips))))
+        out.append(task.predict(vm, vm.sequence(batch_in), targets).float().cpu())
     return torch.cat(out)
 
 
-def train(clf: VideoClassifier, train_clips: ClipSet, val_clips: ClipSet | None, cfg: TransferConfig,
-          out: Path | None = None) -> tuple[History, float]:
-    """Train ``clf`` on the engine; returns the history and the seconds spent caching features."""
-    t0 = time.perf_counter()
-    inputs = _inputs(clf, train_clips, cfg.batch_size)
-    val = _inputs(clf, val_clips, cfg.batch_size) if val_clips is not None else None
-    cache_seconds = time.perf_counter() - t0 if clf.frozen else 0.0
-    if not any(p.requires_grad for p in clf.parameters()):
-        return History(), cache_seconds
-    device = next(clf.parameters()).device
-    gen = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(range(len(train_clips.targets)), batch_size=cfg.batch_size, shuffle=True, generator=gen)
+def evaluate(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor] | None = None,
+             batch_size: int = 64) -> dict[str, Any]:
+    """The task's metrics on ``clips`` (``inputs``: their clip inputs, computed when None)."""
+    inputs = clip_inputs(vm, clips, batch_size) if inputs is None else inputs
+    outputs = predict(vm, clips, inputs, batch_size)
+    return TASKS.get(vm.task).metrics(vm, outputs, clips.targets)
+
+
+def _step(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor]):
+    task = TASKS.get(vm.task)
 
     def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        batch = {k: v[idx].to(device) for k, v in inputs.items()}
-        return clf.loss(batch, train_clips.targets[idx].to(device))
+        batch_in, targets = _rows_batch(vm, clips, inputs, idx)
+        seq = vm.sequence(batch_in)
+        out = task.loss(vm, seq, targets)
+        if vm.aux_loss is not None:
+            aux = vm.aux_loss(vm, batch_in, seq)
+            out = {**out, **{k: v for k, v in aux.items() if k != "loss"}, "loss": out["loss"] + aux["loss"]}
+        return out
 
-    def evaluate() -> dict[str, float]:
-        logits = predict(clf, val, cfg.batch_size)
-        return {"val_top1": float((logits.argmax(1) == val_clips.targets).float().mean())}
+    return step
 
-    fit_cfg = _fit_config(cfg, STRATEGIES.get(clf.strategy))
-    history = fit(step, clf, loader, fit_cfg, evaluate=evaluate if val is not None else None,
-                  out=out / "train" if out is not None else None)
+
+def train(vm: VideoModel, train_clips: ClipSet, val_clips: ClipSet | None, cfg: TransferConfig,
+          out: Path | None = None) -> tuple[History, float]:
+    """Train ``vm`` on the engine; returns the history and the seconds spent caching features."""
+    t0 = time.perf_counter()
+    inputs = clip_inputs(vm, train_clips, cfg.batch_size)
+    val = clip_inputs(vm, val_clips, cfg.batch_size) if val_clips is not None else None
+    cache_seconds = time.perf_counter() - t0 if vm.frozen else 0.0
+    if not any(p.requires_grad for p in vm.parameters()):
+        return History(), cache_seconds
+    loader = DataLoader(range(len(train_clips)), batch_size=cfg.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+
+    def validate() -> dict[str, float]:
+        metrics = evaluate(vm, val_clips, val, cfg.batch_size)
+        return {f"val_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+    history = fit(_step(vm, train_clips, inputs), vm, loader, fit_config(cfg, vm),
+                  evaluate=validate if val is not None else None, out=out / "train" if out is not None else None)
     return history, cache_seconds
 
 
-def _fit_config(cfg: TransferConfig, strategy: Strategy) -> FitConfig:
+def fit_config(cfg: TransferConfig, vm: VideoModel) -> FitConfig:
     """The engine settings of a run: ``cfg.lr`` (else the strategy's ``default_lr``, else ``cfg.fit.lr``)
     for what the strategy adds, scaled by the strategy's ``backbone_lr_scale`` for the base weights it
-    unfreezes (full / partial tuning: a pretrained backbone moves gently under a freshly initialised head)."""
-    import dataclasses
-
+    unfreezes (full / partial tuning: a pretrained backbone moves gently under a freshly initialised
+    head); early stopping watches the task's validation metric unless ``cfg.fit.monitor`` names one."""
     scales = dict(cfg.fit.lr_scales)
-    scales.setdefault("base.", strategy.backbone_lr_scale)
-    default = strategy.default_lr if strategy.default_lr is not None else cfg.fit.lr
-    lr = cfg.lr if cfg.lr > 0 else default
-    return dataclasses.replace(cfg.fit, lr=lr, lr_scales=scales)
+    scales.setdefault("base.", vm.backbone_lr_scale)
+    lr = cfg.lr if cfg.lr > 0 else (vm.default_lr if vm.default_lr is not None else cfg.fit.lr)
+    monitor = cfg.fit.monitor or TASKS.get(vm.task).monitor
+    return dataclasses.replace(cfg.fit, lr=lr, lr_scales=scales, monitor=monitor)
 
 
-def evaluate(clf: VideoClassifier, clips: ClipSet, batch_size: int = 32) -> dict[str, Any]:
-    """Classification metrics and (with captions) video-text retrieval on ``clips``."""
-    from xmodal.tasks.classify import classification_metrics
-
-    metrics = classification_metrics(predict(clf, {"pixel_values": clips.pixels}, batch_size), clips.targets, clf.classes)
-    if clips.captions is not None:
-        metrics["retrieval"] = retrieve(clf, clips, batch_size)
-    return metrics
-
-
-@torch.no_grad()
-def retrieve(clf: VideoClassifier, clips: ClipSet, batch_size: int = 32) -> dict[str, float]:
-    """Video-text retrieval between the clips' embeddings and their captions' embeddings."""
-    from xmodal.modalities import MODALITIES
-    from xmodal.tasks.retrieve import text_retrieval
-
-    clf.eval()
-    device = next(clf.parameters()).device
-    video = torch.cat([clf.embed(clips.pixels[i : i + batch_size].to(device)).float().cpu()
-                       for i in range(0, len(clips.pixels), batch_size)])
-    spec, text = clf.base.spec("text"), MODALITIES.get("text")
-    texts = []
-    for i in range(0, len(clips.captions), 128):
-        batch = text.collate([text.load(c, spec) for c in clips.captions[i : i + 128]], spec)
-        texts.append(clf.base.encode("text", {k: v.to(device) for k, v in batch.items()}).float().cpu())
-    return text_retrieval(video, torch.cat(texts), clips.captions)
-
-
-def split_rows(rows: Sequence[dict[str, Any]], label_column: str = "label", every: int = 5
+def split_rows(rows: Sequence[dict[str, Any]], label_column: str = "", every: int = 5
                ) -> dict[str, list[dict[str, Any]]]:
-    """Train/val/test rows: by the ``split`` column when rows have one, else deterministically per
-    class (every ``every``-th clip of a class to test, the one after it to val, the rest to train)."""
+    """Train/val/test rows: by the ``split`` column when rows have one, else deterministically (every
+    ``every``-th row to test, the one before it to val, the rest to train; counted per value of
+    ``label_column`` when it names a column, so that each class is split alike)."""
     if rows and "split" in rows[0]:
         return {s: [r for r in rows if r.get("split") == s] for s in ("train", "val", "test")}
     out: dict[str, list[dict[str, Any]]] = {"train": [], "val": [], "test": []}
-    seen: dict[str, int] = {}
+    seen: dict[Any, int] = {}
     for r in rows:
-        k = seen[r.get(label_column)] = seen.get(r.get(label_column), -1) + 1
+        key = r.get(label_column) if label_column else None
+        k = seen[key] = seen.get(key, -1) + 1
         out["test" if k % every == every - 1 else "val" if k % every == every - 2 else "train"].append(r)
     return out
 
 
+def _measure(vm: VideoModel, test_clips: ClipSet | None, cfg: TransferConfig) -> dict[str, Any]:
+    from xmodal.eval.efficiency import throughput
+
+    if test_clips is None:
+        return {}
+    return {**evaluate(vm, test_clips, batch_size=cfg.batch_size),
+            "throughput_clips_per_s": throughput(vm, test_clips.pixels, cfg.batch_size)}
+
+
 def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConfig | None = None,
              val_rows: Sequence[dict[str, Any]] | None = None, test_rows: Sequence[dict[str, Any]] | None = None,
-             root: str | Path | None = None, out: str | Path | None = None, base: str | Path | None = None,
-             classes: Sequence[str] | None = None) -> TransferResult:
-    """Transfer ``model`` to classify the videos of ``train_rows`` with ``cfg.strategy``.
+             root: str | Path | None = None, out: str | Path | None = None, base: str | Path | None = None
+             ) -> TransferResult:
+    """Transfer ``model`` to ``cfg.task`` on the videos of ``train_rows`` with ``cfg.strategy``.
 
     Metrics are measured on ``test_rows`` (else ``val_rows``). With ``out``, the run folder holds the
     engine's log and resumable state (``out/train``) and the transfer (``out/model``), which points
     to ``base`` (a checkpoint folder or hub name) or, when None, to a copy saved in ``out/base``."""
-    from xmodal.eval.efficiency import PeakMemory, flops_per_clip, parameter_counts, throughput
+    from xmodal.eval.efficiency import PeakMemory, flops_per_clip, parameter_counts
 
     cfg = cfg or TransferConfig()
-    if cfg.on_error not in ("raise", "skip"):
-        raise ConfigError(f"on_error {cfg.on_error!r} is not 'raise' or 'skip'")
-    root = Path(root) if root is not None else None
-    out = Path(out) if out is not None else None
-    classes = list(classes) if classes is not None else sorted({str(r[cfg.label_column]) for r in train_rows if cfg.label_column in r})
-    train_clips = load_clips(model, train_rows, classes, root, cfg, "train rows")
-    val_clips = load_clips(model, val_rows, classes, root, cfg, "val rows") if val_rows else None
-    test_clips = load_clips(model, test_rows, classes, root, cfg, "test rows") if test_rows else val_clips
+    task, tcfg, _, _ = check(cfg)
+    root, out = (Path(root) if root is not None else None), (Path(out) if out is not None else None)
+    meta = task.meta(train_rows, tcfg)
+    spec = task.sampling(tcfg, model.spec("video"))
+    load = lambda rows, desc: load_split(rows, task, tcfg, meta, spec, root, cfg.path_column, cfg.on_error,  # noqa: E731
+                                         cfg.num_workers, desc) if rows else None
+    train_clips, val_clips = load(train_rows, "train rows"), load(val_rows, "val rows")
+    test_clips = load(test_rows, "test rows") or val_clips
     if out is not None and base is None:  # before the strategy injects into (or trains) the model
         base = model.save_pretrained(out / "base").resolve()
-    clf = build(model, classes, cfg)
-    counts = parameter_counts(clf)
-    device = next(clf.parameters()).device
-    with PeakMemory(device) as memory:
+    vm = build(model, cfg, meta)
+    counts = parameter_counts(vm)
+    with PeakMemory(next(vm.parameters()).device) as memory:
         t0 = time.perf_counter()
-        history, cache_seconds = train(clf, train_clips, val_clips, cfg, out)
+        history, cache_seconds = train(vm, train_clips, val_clips, cfg, out)
         train_seconds = time.perf_counter() - t0
-    metrics: dict[str, Any] = {"strategy": cfg.strategy, "frozen_backbone": clf.frozen}
-    if test_clips is not None:
-        metrics.update(evaluate(clf, test_clips, cfg.batch_size))
-        metrics["throughput_clips_per_s"] = throughput(clf, test_clips.pixels, cfg.batch_size)
     epochs = max(1, len(history.epochs))
-    metrics.update({
+    metrics: dict[str, Any] = {
+        "task": cfg.task, "strategy": cfg.strategy, "frozen_backbone": vm.frozen, **_measure(vm, test_clips, cfg),
         "trainable_params": counts["trainable"], "total_params": counts["total"],
         "train_seconds": train_seconds, "cache_seconds": cache_seconds, "epochs": len(history.epochs),
         "seconds_per_epoch": history.train_seconds / epochs, "peak_memory_mb": memory.peak_mb,
-        "flops_per_clip": flops_per_clip(clf, train_clips.pixels[0].to(device)),
-        "skipped": [{"file": f, "problem": p} for f, p in train_clips.skipped],
-    })
+        "flops_per_clip": flops_per_clip(vm, train_clips.pixels[0].to(next(vm.parameters()).device)),
+        "skipped": [{"file": f, "problem": p} for f, p in train_clips.skipped]}
     if out is not None:
-        clf.save(out / "model", base)
-    return TransferResult(clf, metrics, history)
+        save_transfer(vm, out / "model", base)
+    return TransferResult(vm, metrics, history)

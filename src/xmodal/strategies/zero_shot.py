@@ -1,42 +1,23 @@
-"""``zero_shot``: no training. The frame-averaged video embedding is compared with class-name prompts.
+"""``zero_shot``: no training. Frame embeddings in the shared space go to the task's zero-shot head.
 
 CLIP's zero-shot transfer (Radford et al., "Learning Transferable Visual Models From Natural Language
-Supervision", ICML 2021) applied to video by averaging frame embeddings, the baseline row of a
-comparison. Nothing is trained; the class embeddings are a buffer computed from the text tower.
+Supervision", ICML 2021) applied to video, the baseline row of a comparison: the frozen image tower
+embeds every frame and the task scores them without training (``classify``: the frame-averaged
+embedding against class-name prompts; ``retrieve``: against caption embeddings; ``ground``: sliding
+windows over frame-sentence similarities).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
-import torch
-from torch import nn
-
-from xmodal.strategies.base import STRATEGIES, VideoClassifier, freeze
+from xmodal.strategies.base import STRATEGIES, VideoModel, frame_embeddings, freeze
 
 
 @dataclass
 class ZeroShotConfig:
-    templates: tuple[str, ...] = ("a video of something {}.", "an object {}.", "a shape {}.")  # prompts, {} = class
-
-
-def frame_embeddings(clf: VideoClassifier, pixels: torch.Tensor) -> torch.Tensor:
-    """``[B, T, D]`` L2-normalised embeddings of each frame in the shared space."""
-    return clf.per_frame(clf.vision, pixels)
-
-
-class PromptClassifier(nn.Module):
-    """Cosine similarity of the mean frame embedding with fixed class embeddings, times a scale."""
-
-    def __init__(self, classifier: torch.Tensor, scale: float) -> None:
-        super().__init__()
-        self.register_buffer("weight", classifier.clone())
-        self.register_buffer("scale", torch.tensor(float(scale)))
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        video = nn.functional.normalize(frames.mean(1), dim=-1)
-        return self.scale * video @ self.weight.t()
+    """No settings: the prompts belong to the task (``classify``: ``templates``)."""
 
 
 class ZeroShot:
@@ -46,14 +27,10 @@ class ZeroShot:
     backbone_lr_scale = 1.0  # unfreezes no base weight
     paper = "Radford et al., CLIP, ICML 2021"
 
-    def apply(self, model: Any, classes: Sequence[str], cfg: ZeroShotConfig) -> VideoClassifier:
-        from xmodal.tasks.zeroshot import build_zero_shot_classifier
-
+    def apply(self, model: Any, cfg: ZeroShotConfig) -> VideoModel:
         freeze(model)
-        weight = build_zero_shot_classifier(model, list(classes), cfg.templates)
-        scale = float(model.logit_scale.detach().exp().clamp(max=100))
-        head = PromptClassifier(weight, scale)
-        return VideoClassifier(model, classes, "zero_shot", cfg, {"head": head}, frozen=True, reader=frame_embeddings)
+        return VideoModel(model, "zero_shot", cfg, {}, frozen=True, reader=frame_embeddings,
+                          seq_width=model.embed_dim, trains=False)
 
 
 STRATEGIES.register("zero_shot", ZeroShot())

@@ -1,6 +1,10 @@
-"""Tasks on aligned models: zero-shot classification, embedding, retrieval."""
+"""Tasks: what transferred video models are trained and measured for (``TASKS``: classify, retrieve,
+ground), plus embedding and zero-shot classification with aligned models."""
 
-from xmodal.tasks.embed import Embedded, embed
-from xmodal.tasks.zeroshot import DEFAULT_TEMPLATES, ZeroShotResult, build_zero_shot_classifier, score, zeroshot
+from xmodal.tasks.base import TASKS, Task
+from xmodal.tasks import classify, ground, retrieve  # noqa: F401,E402  (registration)
+from xmodal.tasks.embed import Embedded, embed  # noqa: E402
+from xmodal.tasks.zeroshot import DEFAULT_TEMPLATES, ZeroShotResult, build_zero_shot_classifier, score, zeroshot  # noqa: E402
 
-__all__ = ["DEFAULT_TEMPLATES", "Embedded", "ZeroShotResult", "build_zero_shot_classifier", "embed", "score", "zeroshot"]
+__all__ = ["DEFAULT_TEMPLATES", "TASKS", "Embedded", "Task", "ZeroShotResult", "build_zero_shot_classifier", "embed",
+           "score", "zeroshot"]

@@ -1,0 +1,95 @@
+"""The report of ``xmodal compare``: one table row per strategy, frontier plots, report.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+
+def table_rows(results: list[dict[str, Any]], reference: str, report: Sequence[str] = ("top1", "top5")
+               ) -> list[dict[str, Any]]:
+    """One summary row per strategy (the Markdown / terminal table): the task's ``report`` metrics
+    (the first one with its standard deviation over seeds, when there are several), then efficiency;
+    "% of full" is relative to the trainable parameters of the ``reference`` run's label."""
+    full = next((r["trainable_params"] for r in results if r["label"] == reference), None)
+    head = report[0]
+    rows = []
+    for r in results:
+        rows.append({
+            "strategy": r["label"], "backbone": "frozen" if r["frozen_backbone"] else "tuned",
+            head: round(float(r.get(head, float("nan"))), 4),
+            **({f"{head} std": round(r[f"{head}_std"], 4), "seeds": len(r["seeds"])} if f"{head}_std" in r else {}),
+            **{k: round(float(r.get(k, float("nan"))), 4) for k in report[1:]},
+            "trainable": r["trainable_params"],
+            "% of full": round(100 * r["trainable_params"] / full, 2) if full else float("nan"),
+            "total": r["total_params"], "train s": round(r["train_seconds"], 1),
+            "s/epoch": round(r["seconds_per_epoch"], 3), "epochs": r["epochs"],
+            "peak MB": round(r["peak_memory_mb"], 1), "clips/s": round(r.get("throughput_clips_per_s", float("nan")), 1),
+            "MFLOPs/clip": round(r["flops_per_clip"] / 1e6, 2),
+        })
+    return rows
+
+
+def plot_frontier(rows: list[dict[str, Any]], x: str, path: Path, xlabel: str, metric: str = "top1") -> Path:
+    """``metric`` against ``x`` (log scale), one labelled point per strategy, the Pareto frontier as a line."""
+    from xmodal.eval.plots import pyplot
+
+    plt = pyplot()
+    pts = sorted((max(float(r[x]), 1e-3 if x != "trainable" else 1.0), float(r[metric]), r["strategy"]) for r in rows)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for xv, yv, name in pts:
+        ax.scatter(xv, yv, color="tab:blue" if "frozen" in str(next(r["backbone"] for r in rows if r["strategy"] == name)) else "tab:orange")
+        ax.annotate(name, (xv, yv), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    frontier, best = [], -1.0
+    for xv, yv, _ in pts:
+        if yv > best:
+            frontier.append((xv, yv))
+            best = yv
+    ax.plot(*zip(*frontier), "--", color="grey", label=f"frontier (best {metric} so far)")
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"test {metric}")
+    ax.set_title("blue: frozen backbone, orange: backbone tuned")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_compare_report(cfg: Any, task: Any, results: list[dict[str, Any]], base: str, splits: dict[str, int],
+                         wall: float, say: Callable[[str], None]) -> dict[str, Any]:
+    """Write results.json, report.md and the two frontier plots to ``cfg.out/report``; print the table."""
+    from xmodal.config import to_dict
+    from xmodal.eval.report import markdown_table, text_table, write_report
+
+    head = task.report[0]
+    rows = table_rows(results, cfg.reference, task.report)
+    out = Path(cfg.out) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    plots = [(f"{head} vs trainable parameters", plot_frontier(rows, "trainable", out / "accuracy_vs_params.png",
+                                                               "trainable parameters (log)", head)),
+             (f"{head} vs training time", plot_frontier(rows, "train s", out / "accuracy_vs_time.png",
+                                                        "training wall time, s (log)", head))]
+    summary = {"task": cfg.transfer.task, "table": rows, "runs": results, "base": base, "wall_seconds": wall,
+               "config": to_dict(cfg), "splits": splits}
+    memory_note = ("Peak memory is the growth of GPU memory during the run" if torch.cuda.is_available() else
+                   "Peak memory is the growth of the process's resident memory during the run (CPU); strategies "
+                   "run one after another in one process, so a run that fits in memory freed by an earlier one "
+                   "shows ~0 — `xmodal transfer` measures one strategy in a fresh process")
+    seeds = (f" Every strategy ran with {cfg.seeds} seeds ({cfg.transfer.seed}, +1, ...): the metrics and train time "
+             f"are means, `{head} std` the standard deviation." if cfg.seeds > 1 else "")
+    sections = [("Setup", f"Task: `{cfg.transfer.task}` ({task.paper}). Base model: `{base}`. Rows: {splits}. "
+                          f"Wall time {wall:.0f}s.{seeds} {memory_note}."),
+                ("Results (test split)", markdown_table(rows)),
+                ("Strategies", "\n".join(f"- **{r['label']}**: {r['paper']}" for r in results))]
+    files = write_report(out, summary, f"xmodal compare: transfer strategies on the {cfg.transfer.task} task",
+                         sections, plots)
+    seeded = [f"{head} std"] if cfg.seeds > 1 else []
+    say("\n" + text_table(rows, ["strategy", "backbone", head, *seeded, *task.report[1:], "trainable", "% of full",
+                                 "train s", "s/epoch", "clips/s", "MFLOPs/clip"]))
+    say(f"\nwall time {wall:.0f}s; report: {files['report']}")
+    return summary
