@@ -21,6 +21,7 @@ import torch
 
 from xmodal.alignment.train import AlignConfig
 from xmodal.backbones.lit import LiTConfig
+from xmodal.catalog import strategy_config
 from xmodal.encoders.vision import VisionConfig
 from xmodal.config import apply_overrides, to_dict
 from xmodal.experiments.world import WorldConfig
@@ -216,8 +217,9 @@ def compare(cfg: CompareConfig | None = None, say: Callable[[str], None] = print
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     specs = expand(cfg.strategies)
-    for spec in specs:
-        parse_spec(spec)  # unknown names fail before any work
+    for spec in specs:  # unknown names and options fail before any work
+        _, name, options = parse_spec(spec)
+        strategy_config(name, options)
     if cfg.seeds < 1:
         raise ConfigError(f"compare: seeds must be >= 1, got {cfg.seeds}")
     start = time.perf_counter()

@@ -230,6 +230,7 @@ def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConf
     from xmodal.eval.efficiency import PeakMemory, flops_per_clip, parameter_counts, throughput
 
     cfg = cfg or TransferConfig()
+    from_dict(STRATEGIES.get(cfg.strategy).config_cls, cfg.options, where=f"{cfg.strategy} options")  # fail before decoding
     if cfg.on_error not in ("raise", "skip"):
         raise ConfigError(f"on_error {cfg.on_error!r} is not 'raise' or 'skip'")
     root = Path(root) if root is not None else None
