@@ -91,8 +91,9 @@ def build_encoder(name: str, config: dict[str, Any] | None = None, spec: dict[st
 
 def encoder_config(name: str, config: dict[str, Any] | None = None, modality: str | None = None,
                    spec: dict[str, Any] | None = None) -> Any:
-    """Encoder ``name``'s config dataclass from ``config``, without building the encoder: an unknown encoder, one that
-    reads another modality than ``modality``, or an unknown config or ``spec`` key is a ConfigError."""
+    """Encoder ``name``'s config dataclass from ``config``, without building the encoder: an unknown
+    encoder, one that reads another modality than ``modality``, or an unknown config or ``spec`` key is a
+    ConfigError."""
     enc = ENCODERS.get(name)
     if modality is not None and enc.modality != modality:
         raise ConfigError(f"encoder {name!r} reads {enc.modality}, not {modality}")
