@@ -6,6 +6,7 @@ Public API (imported lazily so that ``import xmodal`` stays cheap)::
     result = xmodal.align(model, rows, xmodal.AlignConfig(), val_rows=..., root=...)
     zs = xmodal.zeroshot(model, paths, labels, classnames)
     root = xmodal.generate_world("world")
+    xmodal.list_strategies("*probe*")             # registered names: list_models, list_encoders, ...
 """
 
 from __future__ import annotations
@@ -51,6 +52,14 @@ _EXPORTS = {
     "CompareConfig": "xmodal.experiments.compare",
     "STRATEGIES": "xmodal.strategies",
     "load_transfer": "xmodal.strategies",
+    "list_models": "xmodal.catalog",
+    "list_strategies": "xmodal.catalog",
+    "list_tasks": "xmodal.catalog",
+    "TASKS": "xmodal.tasks",
+    "list_encoders": "xmodal.catalog",
+    "list_fusions": "xmodal.catalog",
+    "list_losses": "xmodal.catalog",
+    "list_modalities": "xmodal.catalog",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

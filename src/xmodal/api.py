@@ -1,4 +1,8 @@
-"""The typed public API: ``xmodal.load``, ``xmodal.alignment``, ``xmodal.zeroshot``, ``xmodal.world``."""
+"""Loading models by name or path (``xmodal.load``) and counting their parameters.
+
+The other verbs live with what they do (``xmodal.align`` in ``alignment/train.py``, ...) and the registry
+listings (``xmodal.list_models``, ``list_strategies``, ...) in :mod:`xmodal.catalog`, which sits above the
+packages whose registries it reads; the ``xmodal`` facade exports them all."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("backbones",),  # towers in one shared space: lit, hf_clip, bound
     ("api", "tasks"),  # load · embed, zero-shot, classification and retrieval metrics
     ("alignment", "binding", "fusion", "strategies"),  # contrastive alignment, binding, fusion, transfer strategies
+    ("catalog",),  # what is registered: names, descriptions, config fields (list_*, ``xmodal list``)
     ("index", "serve"),  # vector index + metadata, search page
     ("experiments",),  # the built-in world, the demo, the compare harness (never imported by the library)
     ("cli",),  # thin subcommands

@@ -54,7 +54,7 @@ def test_bind_checks_encoder_modality_and_anchor(tiny_lit, tiny_av) -> None:
     rows = read_manifest(tiny_av)
     with pytest.raises(ConfigError, match="reads series"):
         bind(tiny_lit, rows, BindConfig(encoder="series_cnn"), root=tiny_av.parent)
-    with pytest.raises(ConfigError, match="no 'depth' tower"):
+    with pytest.raises(ConfigError, match="unknown modality 'depth'"):
         bind(tiny_lit, rows, _cfg(anchor="depth"), root=tiny_av.parent)
 
 

@@ -14,11 +14,13 @@ from typing import Any, Sequence
 
 import torch
 
+from xmodal.engine.losses import LOSSES
 from xmodal.alignment.train import AlignConfig, AlignResult, align
 from xmodal.backbones.bound import add_tower
-from xmodal.encoders.base import ENCODERS, Tower, build_encoder
+from xmodal.encoders.base import Tower, build_encoder, encoder_config
 from xmodal.engine.fit import FitConfig
 from xmodal.errors import ConfigError
+from xmodal.modalities import MODALITIES
 
 
 def _default_align() -> AlignConfig:
@@ -36,6 +38,17 @@ class BindConfig:
     align: AlignConfig = field(default_factory=_default_align)  # loss, batch size, engine; its modalities/columns are set from above
 
 
+def check_config(cfg: BindConfig) -> None:
+    """The names and keys of ``cfg`` (encoder, its config and spec, modalities, loss), checked without a
+    model or data: a ConfigError names the bad one and the known ones."""
+    MODALITIES.get(cfg.modality)
+    MODALITIES.get(cfg.anchor)
+    encoder_config(cfg.encoder, cfg.encoder_config, cfg.modality, cfg.spec)
+    LOSSES.get(cfg.align.loss)
+    if len(cfg.columns) != 2:
+        raise ConfigError("bind: columns must name the new modality's column and the anchor's")
+
+
 def bind(
     model: Any,
     rows: Sequence[dict[str, Any]],
@@ -50,12 +63,8 @@ def bind(
     one). With ``val_rows`` each epoch logs retrieval R@1 of new modality -> anchor; with ``out``,
     training resumes from ``out`` and the model is saved to ``out/model``."""
     cfg = cfg or BindConfig()
-    enc = ENCODERS.get(cfg.encoder)
-    if enc.modality != cfg.modality:
-        raise ConfigError(f"encoder {cfg.encoder!r} reads {enc.modality}, not {cfg.modality}")
+    check_config(cfg)
     model.tower(cfg.anchor)  # a ConfigError naming the towers there are
-    if len(cfg.columns) != 2:
-        raise ConfigError("bind: columns must name the new modality's column and the anchor's")
     torch.manual_seed(cfg.align.seed)
     net, spec, record = build_encoder(cfg.encoder, cfg.encoder_config, cfg.spec)
     for p in model.parameters():

@@ -7,114 +7,114 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xmodal.cli.commands import _build_config, _config_args, _fit, _rows
+from xmodal.cli.common import (build_config, fit_overrides, given, held_out_rows, manifest_args, model_help,
+                               print_history, print_skipped, read_rows, training_args)
+from xmodal.cli.listing import list_action, registry_option
 
 
-def _print_history(history: Any) -> None:
-    for record in history.epochs:
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated flag as a list of names (None when the flag was not given)."""
+    return [c.strip() for c in text.split(",")] if text else None
 
 
-def _print_skipped(skipped: list[tuple[str, str]]) -> None:
-    if skipped:
-        print(f"skipped {len(skipped)} unreadable file(s):")
-        for file, problem in skipped:
-            print(f"  {file}: {problem}")
+def _levels(text: str) -> list[float]:
+    from xmodal.errors import ConfigError
+
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--noise {text!r}: expected comma-separated numbers, e.g. 0,0.5,1") from None
 
 
 # ---------------------------------------------------------------- bind
 def bind_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="checkpoint folder (or 'lit', a CLIP/SigLIP name) holding the anchor tower")
-    p.add_argument("--train", required=True, help="paired manifest (CSV/JSONL); rows with split 'train' if it has a split column")
-    p.add_argument("--val", help="validation manifest (default: rows of --train whose split is 'val')")
-    p.add_argument("--out", required=True, help="run folder: log.jsonl, resumable state, model/")
-    p.add_argument("--modality", help="the new modality (default audio)")
-    p.add_argument("--encoder", help="audio_cnn (default), audio_transformer, hf_audio, series_cnn")
+    p.add_argument("--model", required=True, help=model_help("the model holding the anchor tower"))
+    manifest_args(p, "paired manifest (CSV/JSONL); rows with split 'train' if it has a split column", "val",
+                  "run folder: log.jsonl, resumable state, model/")
+    registry_option(p, "--modality", "modalities", "the new modality (default audio)")
+    registry_option(p, "--encoder", "encoders", "encoder of the new modality (default audio_cnn)")
     p.add_argument("--hf-model", help="hf_audio: transformers AST/Whisper hub name or folder")
-    p.add_argument("--anchor", help="frozen tower to bind to: image (default), video, text")
+    registry_option(p, "--anchor", "modalities", "frozen tower to bind to (default image; video: frame-averaged)")
     p.add_argument("--columns", help="manifest columns 'new,anchor' (default audio,image)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--on-error", choices=["raise", "skip"], help="bad file: fail fast (default) or skip and count")
-    _config_args(p)
+    p.add_argument("--list", action=list_action("encoders", "modalities"))
+    training_args(p)
 
 
 def bind(args: argparse.Namespace) -> int:
     from xmodal.api import load
-    from xmodal.binding.train import BindConfig
+    from xmodal.binding.train import BindConfig, check_config
     from xmodal.binding.train import bind as run_bind
 
-    base: dict[str, Any] = {k: v for k, v in (("modality", args.modality), ("encoder", args.encoder),
-                                              ("anchor", args.anchor)) if v is not None}
+    base = given(args, "modality", "encoder", "anchor")
     if args.columns:
-        base["columns"] = [c.strip() for c in args.columns.split(",")]
+        base["columns"] = _names(args.columns)
     if args.hf_model:
         base["encoder_config"] = {"name_or_path": args.hf_model}
-    align = {k: v for k, v in (("batch_size", args.batch_size), ("on_error", args.on_error)) if v is not None}
-    if _fit(args):
-        align["fit"] = _fit(args)
+    align = given(args, "batch_size", "on_error")
+    if fit_overrides(args):
+        align["fit"] = fit_overrides(args)
     if align:
         base["align"] = align
-    cfg = _build_config(BindConfig, args, base)
-    train, root = _rows(args.train, "train")
-    if args.val:
-        val = _rows(args.val, None)[0]
-    else:  # the manifest's 'val' rows, if it has any
-        val = [r for r in _rows(args.train, None)[0] if r.get("split") == "val"] or None
-    result = run_bind(load(args.model), train, cfg, val_rows=val, root=root, out=args.out)
-    _print_history(result.history)
-    _print_skipped(result.skipped)
+    cfg = build_config(BindConfig, args, base)
+    check_config(cfg)
+    train, root = read_rows(args.train, "train")
+    result = run_bind(load(args.model), train, cfg, val_rows=held_out_rows(args, "val"), root=root, out=args.out)
+    print_history(result.history)
+    print_skipped(result.skipped)
     print(f"cached {result.cached}; bound model ({', '.join(result.model.modalities)}) saved to {Path(args.out) / 'model'}")
     return 0
 
 
 # ---------------------------------------------------------------- fuse
 def fuse_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--train", required=True, help="manifest with one column per modality and a label column")
-    p.add_argument("--test", help="test manifest (default: rows of --train whose split is 'test')")
-    p.add_argument("--out", required=True, help="run folder: model/, results.json, robustness.png")
-    p.add_argument("--fusion", help="early, late (default) or cross_attention")
-    p.add_argument("--modalities", help="comma-separated modalities (default image,audio)")
+    from xmodal.catalog import list_modalities
+
+    manifest_args(p, "manifest with one column per modality and a label column", "test",
+                  "run folder: model/, results.json, robustness.png")
+    registry_option(p, "--fusion", "fusions", "how the modalities are combined (default late)")
+    p.add_argument("--modalities", help=f"comma-separated, of {', '.join(list_modalities())} (default image,audio)")
     p.add_argument("--columns", help="comma-separated manifest columns, one per modality (default: the modality names)")
     p.add_argument("--dropout", type=float, help="modality dropout probability during training (default 0.3)")
     p.add_argument("--noise", default="0,0.25,0.5,1", help="noise levels of the robustness curve (x input std)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--on-error", choices=["raise", "skip"], help="bad file: fail fast (default) or skip and count")
-    _config_args(p)
+    p.add_argument("--list", action=list_action("fusions", "encoders"))
+    training_args(p, batch_size=False)
 
 
 def fuse(args: argparse.Namespace) -> int:
     from xmodal.eval.report import text_table
     from xmodal.fusion.evaluate import evaluate_fusion, plot_robustness
-    from xmodal.fusion.train import FuseConfig
+    from xmodal.fusion.train import FuseConfig, check_config
     from xmodal.fusion.train import fuse as run_fuse
 
-    base: dict[str, Any] = {k: v for k, v in (("fusion", args.fusion), ("modality_dropout", args.dropout),
-                                              ("on_error", args.on_error)) if v is not None}
+    base = given(args, "fusion", "on_error", modality_dropout="dropout")
     if args.modalities:
-        base["modalities"] = [m.strip() for m in args.modalities.split(",")]
-        base["columns"] = base["modalities"]
+        base["modalities"] = base["columns"] = _names(args.modalities)
     if args.columns:
-        base["columns"] = [c.strip() for c in args.columns.split(",")]
-    if _fit(args):
-        base["fit"] = _fit(args)
-    cfg = _build_config(FuseConfig, args, base)
-    train, root = _rows(args.train, "train")
-    test, troot = _rows(args.test, None) if args.test else _rows(args.train, "test")
+        base["columns"] = _names(args.columns)
+    if fit_overrides(args):
+        base["fit"] = fit_overrides(args)
+    cfg = build_config(FuseConfig, args, base)
+    check_config(cfg)
+    levels = _levels(args.noise)
+    train, root = read_rows(args.train, "train")
+    test, troot = read_rows(args.test, None) if args.test else read_rows(args.train, "test")
     result = run_fuse(train, cfg, root=root, out=args.out)
-    _print_history(result.history)
-    _print_skipped(result.skipped)
-    levels = [float(x) for x in args.noise.split(",")]
+    print_history(result.history)
+    print_skipped(result.skipped)
     ev = evaluate_fusion(result.model, test, cfg.columns, cfg.label_column, root=troot, noise_levels=levels,
                          on_error=cfg.on_error)
     rows = [{"modalities": k, "top1": round(v, 4), **{f"noise {lvl:g}": round(a, 4) for lvl, a in zip(levels, ev.noise[k])}}
             for k, v in ev.subsets.items()]
     print(text_table(rows))
-    _print_skipped(ev.skipped)
+    print_skipped(ev.skipped)
     out = Path(args.out)
     (out / "results.json").write_text(json.dumps(ev.to_dict(), indent=2))
     plot_robustness(ev, out / "robustness.png", title=f"{cfg.fusion} fusion")
     print(f"model saved to {out / 'model'}; wrote {out / 'results.json'} and {out / 'robustness.png'}")
     return 0
+
+
+COMMANDS = {  # name -> (flags, handler, help) of the subcommands above
+    "bind": (bind_args, bind, "bind a new modality (audio, sensor series) to a frozen tower"),
+    "fuse": (fuse_args, fuse, "train a fusion classifier; accuracy per modality subset and under noise"),
+}

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from xmodal.cli.commands import _build_config, _config_args
+from xmodal.cli.common import build_config, config_args, given, no_progress_arg
 from xmodal.errors import ConfigError
 
 MAX_LISTED = 20  # skipped files printed one per line; the rest are counted
@@ -24,8 +24,8 @@ def index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--merge", action="store_true", help="merge the shard indexes PATH... into --out")
     p.add_argument("--workers", type=int, help="parallel data-loading processes (default 0)")
     p.add_argument("--batch-size", type=int, help="files per forward pass (default 32)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _config_args(p)
+    no_progress_arg(p)
+    config_args(p)
 
 
 def index(args: argparse.Namespace) -> int:
@@ -37,11 +37,8 @@ def index(args: argparse.Namespace) -> int:
         idx.save()
         print(f"merged {n} rows from {len(args.paths)} shard(s) into {args.out}: {len(idx)} files")
         return 0
-    base: dict[str, Any] = {"progress": not args.no_progress}
-    for key in ("shard", "workers", "batch_size"):
-        if getattr(args, key) is not None:
-            base[key] = getattr(args, key)
-    cfg = _build_config(BuildConfig, args, base)
+    base: dict[str, Any] = {"progress": not args.no_progress, **given(args, "shard", "workers", "batch_size")}
+    cfg = build_config(BuildConfig, args, base)
     model = args.model
     if model is None and not (Path(args.out) / "index.sqlite").is_file():
         raise ConfigError("--model is required for a new index")
@@ -113,3 +110,10 @@ def serve(args: argparse.Namespace) -> int:
     print(f"serving {args.index} ({len(idx)} files) on http://{args.host}:{args.port}/")
     run_server(app, args.host, args.port)
     return 0
+
+
+COMMANDS = {  # name -> (flags, handler, help) of the subcommands above
+    "index": (index_args, index, "build or update a searchable index of media files"),
+    "search": (search_args, search, "search an index by text or by an example file"),
+    "serve": (serve_args, serve, "a local web page to search an index"),
+}

@@ -1,4 +1,4 @@
-"""``xmodal transfer`` and ``xmodal compare``: image-to-video transfer from the command line."""
+"""``xmodal transfer`` and ``xmodal compare``: image-to-video transfer to a task from the command line."""
 
 from __future__ import annotations
 
@@ -7,25 +7,40 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xmodal.cli.commands import _build_config, _config_args, _fit
+from xmodal.cli.common import (build_config, config_args, fit_overrides, given, model_help, no_progress_arg, out_arg,
+                               training_args)
+from xmodal.cli.listing import list_action, registry_option
 
 
 # ---------------------------------------------------------------- transfer
+def _task_args(p: argparse.ArgumentParser) -> None:
+    registry_option(p, "--task", "tasks", "task to transfer to (default classify)")
+    p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="task option, e.g. --task-option match_columns=[colour,shape] (repeatable; "
+                        "`xmodal list tasks` shows them)")
+
+
+def _task_config(args: argparse.Namespace) -> dict[str, Any]:
+    from xmodal.config import apply_overrides
+
+    out: dict[str, Any] = {"task_options": apply_overrides({}, args.task_option)} if args.task_option else {}
+    return {**out, **({"task": args.task} if args.task else {})}
+
+
 def transfer_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--strategy", required=True, help="strategy name: zero_shot, linear_probe, temporal_head, side_network, "
-                   "distill, full, partial, adapter, lora, prompt")
-    p.add_argument("--model", required=True, help="aligned checkpoint folder, or a CLIP/SigLIP hub name or folder")
-    p.add_argument("--data", required=True, help="video manifest (CSV/JSONL: path,label[,caption][,split]) or folder of class folders")
+    registry_option(p, "--strategy", "strategies", "transfer strategy", required=True)
+    _task_args(p)
+    p.add_argument("--model", required=True, help=model_help("the aligned base model"))
+    p.add_argument("--data", required=True, help="video manifest (CSV/JSONL: path + the task's columns "
+                   "[,split]: classify label, retrieve caption, ground query,start,end,duration) or folder of class folders")
     p.add_argument("--val", help="validation manifest (default: rows of --data whose split is 'val', else a per-class split)")
     p.add_argument("--test", help="test manifest (default: rows of --data whose split is 'test', else a per-class split)")
     p.add_argument("--out", required=True, help="run folder: model/ (strategy weights + pointer to the base), log, state")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float, help="peak learning rate of what the strategy trains (default: the strategy's)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="strategy option, e.g. --option rank=8 --option head.kind=conv (repeatable)")
-    p.add_argument("--on-error", choices=["raise", "skip"])
-    p.add_argument("--no-progress", action="store_true")
-    _config_args(p)
+                   help="strategy option, e.g. --option rank=8 --option head.kind=conv (repeatable; --list shows them)")
+    no_progress_arg(p)
+    p.add_argument("--list", action=list_action("strategies"))
+    training_args(p, lr="peak learning rate of what the strategy trains (default: the strategy's)", batch_size=False)
 
 
 def _splits(args: argparse.Namespace, label_column: str) -> tuple[dict[str, list[dict[str, Any]]], Path]:
@@ -51,27 +66,23 @@ def transfer(args: argparse.Namespace) -> int:
     from xmodal.api import load
     from xmodal.config import apply_overrides
     from xmodal.eval.report import text_table
-    from xmodal.strategies.train import TransferConfig
+    from xmodal.strategies.train import TransferConfig, check
     from xmodal.strategies.train import transfer as run_transfer
 
-    base: dict[str, Any] = {"strategy": args.strategy, "options": apply_overrides({}, args.option)}
-    if args.on_error:
-        base["on_error"] = args.on_error
-    if args.lr is not None:
-        base["lr"] = args.lr
-    base["fit"] = {**_fit(args), "progress": not args.no_progress}
-    cfg = _build_config(TransferConfig, args, base)
-    splits, root = _splits(args, cfg.label_column)
+    base: dict[str, Any] = {"strategy": args.strategy, "options": apply_overrides({}, args.option),
+                            **_task_config(args), **given(args, "on_error", "lr")}
+    base["fit"] = {**fit_overrides(args), "progress": not args.no_progress}
+    cfg = build_config(TransferConfig, args, base)
+    task = check(cfg)[0]  # unknown task, strategy or option: fail before reading any file
+    splits, root = _splits(args, cfg.task_options.get("label_column", "label"))
     model = load(args.model)
     pointer = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
     res = run_transfer(model, splits["train"], cfg, splits["val"] or None, splits["test"] or None, root=root,
                        out=args.out, base=pointer)
     m = res.metrics
-    row = {k: m.get(k) for k in ("top1", "top5", "mean_class_accuracy", "trainable_params", "total_params",
-                                 "train_seconds", "peak_memory_mb", "throughput_clips_per_s", "flops_per_clip")}
+    row = {k: m.get(k) for k in (*task.report, "trainable_params", "total_params", "train_seconds", "peak_memory_mb",
+                                 "throughput_clips_per_s", "flops_per_clip")}
     print(text_table([{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}]))
-    if "retrieval" in m:
-        print("retrieval: " + json.dumps({k: round(v, 3) for k, v in m["retrieval"].items()}))
     out = Path(args.out)
     (out / "metrics.json").write_text(json.dumps({k: v for k, v in m.items() if k != "confusion"}, indent=2, default=float))
     print(f"saved {out / 'model'} (strategy weights + pointer to {pointer}); metrics in {out / 'metrics.json'}")
@@ -80,16 +91,21 @@ def transfer(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- compare
 def compare_args(p: argparse.ArgumentParser) -> None:
+    from xmodal.catalog import list_strategies
+
     p.add_argument("--strategies", default="all", help="comma-separated: 'all', 'fast', names or name:key=value variants "
-                   "separated by ';' (default: all)")
-    p.add_argument("--model", help="base model (default: align a LiT ViT on the built-in world first)")
-    p.add_argument("--data", help="video manifest or folder of class folders (default: the built-in world)")
-    p.add_argument("--out", default="xmodal-compare", help="output folder (default: ./xmodal-compare)")
+                   f"separated by ';' (default: all); names: {', '.join(list_strategies())}")
+    p.add_argument("--model", help=model_help("base model (default: align a LiT ViT on the built-in world first)"))
+    _task_args(p)
+    p.add_argument("--data", help="video manifest or folder of class folders (default: the built-in world's data "
+                   "for the task)")
+    out_arg(p, "xmodal-compare", "output folder")
     p.add_argument("--epochs", type=int, help="training epochs of every strategy")
     p.add_argument("--seeds", type=int, help="training runs per strategy (different seeds); >1 reports mean and std")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", help="progress bars")
-    _config_args(p)
+    p.add_argument("--list", action=list_action("strategies"))
+    config_args(p)
 
 
 def compare(args: argparse.Namespace) -> int:
@@ -98,11 +114,16 @@ def compare(args: argparse.Namespace) -> int:
 
     sep = ";" if ";" in args.strategies else ","
     specs = [s.strip() for s in args.strategies.split(sep) if s.strip()]
-    base: dict[str, Any] = {"out": args.out, "strategies": specs, "progress": bool(args.progress)}
-    for key in ("model", "data", "threads", "seeds"):
-        if getattr(args, key) is not None:
-            base[key] = getattr(args, key)
-    if args.epochs is not None:
-        base["transfer"] = {"fit": {"epochs": args.epochs}}
-    run_compare(_build_config(CompareConfig, args, base))
+    base: dict[str, Any] = {"out": args.out, "strategies": specs, "progress": bool(args.progress),
+                            **given(args, "model", "data", "threads", "seeds")}
+    transfer = {**_task_config(args), **({"fit": {"epochs": args.epochs}} if args.epochs is not None else {})}
+    if transfer:
+        base["transfer"] = transfer
+    run_compare(build_config(CompareConfig, args, base))
     return 0
+
+
+COMMANDS = {  # name -> (flags, handler, help) of the subcommands above
+    "transfer": (transfer_args, transfer, "transfer an aligned model to video with one strategy"),
+    "compare": (compare_args, compare, "run many transfer strategies side by side (table + plots)"),
+}

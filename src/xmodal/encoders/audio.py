@@ -20,6 +20,8 @@ def _conv2d_stage(cin: int, cout: int) -> nn.Module:
 
 @dataclass
 class AudioCNNConfig:
+    """A VGG-style CNN over log-mel spectrograms."""
+
     width: int = 32  # channels of the first stage (doubled per stage up to 4x)
     depth: int = 3  # conv stages, each halving mel bands and frames
     dropout: float = 0.1  # dropout on the pooled features
@@ -52,6 +54,8 @@ class AudioCNN(Blockless, nn.Module):
 
 @dataclass
 class AudioTransformerConfig:
+    """A compact spectrogram transformer (in the spirit of AST, Gong et al. 2021)."""
+
     width: int = 64  # token width
     depth: int = 2  # transformer blocks
     heads: int = 4  # attention heads

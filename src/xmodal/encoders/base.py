@@ -137,7 +137,19 @@ class Builtin:
 def build_encoder(name: str, config: dict[str, Any] | None = None, spec: dict[str, Any] | None = None,
                   assets: Path | None = None) -> tuple[nn.Module, Any, dict[str, Any]]:
     """``(net, spec, record)`` of encoder ``name``; ``record`` is the JSON that rebuilds it."""
-    enc = ENCODERS.get(name)
-    cfg = from_dict(enc.config_cls, dict(config or {}), where=f"encoder {name}")
-    net, spec_obj = enc.make(cfg, dict(spec or {}), assets)
+    cfg = encoder_config(name, config)
+    net, spec_obj = ENCODERS.get(name).make(cfg, dict(spec or {}), assets)
     return net, spec_obj, {"encoder": name, "config": to_dict(cfg), "spec": to_dict(spec_obj)}
+
+
+def encoder_config(name: str, config: dict[str, Any] | None = None, modality: str | None = None,
+                   spec: dict[str, Any] | None = None) -> Any:
+    """Encoder ``name``'s config dataclass from ``config``, without building the encoder: an unknown
+    encoder, one that reads another modality than ``modality``, or an unknown config or ``spec`` key is a
+    ConfigError."""
+    enc = ENCODERS.get(name)
+    if modality is not None and enc.modality != modality:
+        raise ConfigError(f"encoder {name!r} reads {enc.modality}, not {modality}")
+    if spec:
+        make_spec(enc.modality, spec)
+    return from_dict(enc.config_cls, dict(config or {}), where=f"encoder {name}")

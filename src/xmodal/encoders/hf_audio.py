@@ -27,6 +27,8 @@ KINDS = ("audio-spectrogram-transformer", "whisper")
 
 @dataclass
 class HFAudioConfig:
+    """A transformers audio model (AST or the Whisper encoder) by hub name or folder."""
+
     name_or_path: str = "MIT/ast-finetuned-audioset-10-10-0.4593"  # hub name or local transformers folder
     pooling: str = "mean"  # "mean" over tokens, or "cls" (AST's pooler: mean of its two class tokens)
 

@@ -14,6 +14,8 @@ from xmodal.errors import ConfigError
 
 @dataclass
 class SeriesCNNConfig:
+    """A 1-D CNN over multichannel time series (the `series` modality)."""
+
     width: int = 32  # channels of the first stage (doubled per stage up to 4x)
     depth: int = 3  # conv stages, each halving the time steps
     kernel: int = 5  # temporal kernel size

@@ -20,6 +20,8 @@ from xmodal.errors import ConfigError
 
 @dataclass
 class VisionConfig:
+    """A small trainable vision trunk: a ResNet-style ConvNet or a ViT."""
+
     arch: str = "convnet"  # "convnet" (fast on CPU) or "vit" (token-based; prompts/adapters)
     image_size: int = 64  # input side, pixels
     width: int = 64  # channels (convnet, doubled per stage up to 4x) or token width (vit)

@@ -17,12 +17,14 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from xmodal.encoders.base import encoder_config
 from xmodal.engine.fit import FitConfig, History, fit
 from xmodal.errors import ConfigError, DataError
 from xmodal.fusion.base import FUSIONS, FusionParams, modality_dropout
 from xmodal.fusion.data import load_samples, make_loader
 from xmodal.fusion.evaluate import accuracy
 from xmodal.fusion.model import FusionClassifier, encoder_records
+from xmodal.modalities import MODALITIES
 
 
 @dataclass
@@ -49,6 +51,8 @@ class FuseResult:
 
 
 def check_config(cfg: FuseConfig) -> None:
+    """The names and values of ``cfg`` (fusion, modalities, each modality's encoder, its config and
+    spec keys), checked without data: a ConfigError names the bad one."""
     FUSIONS.get(cfg.fusion)
     if not cfg.modalities or len(cfg.modalities) != len(cfg.columns):
         raise ConfigError(f"fuse: {len(cfg.modalities)} modalities but {len(cfg.columns)} columns (one column per modality)")
@@ -56,6 +60,10 @@ def check_config(cfg: FuseConfig) -> None:
         raise ConfigError(f"fuse: repeated modality in {list(cfg.modalities)}")
     if not 0 <= cfg.modality_dropout < 1:
         raise ConfigError(f"modality_dropout {cfg.modality_dropout} is not in [0, 1)")
+    for modality in cfg.modalities:
+        MODALITIES.get(modality)
+    for modality, record in encoder_records(cfg.modalities, cfg.encoders).items():
+        encoder_config(record["encoder"], record["config"], modality, record["spec"])
 
 
 def unimodal_loss(model: FusionClassifier, tokens: dict[str, torch.Tensor], present: dict[str, torch.Tensor],

@@ -1,0 +1,124 @@
+"""What the subcommands share: config flags (``--config``, ``--set``), training flags, manifest
+reading, and printing of a training history and of skipped files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from xmodal.config import apply_overrides, from_dict, load_yaml, to_dict
+
+ON_ERROR = "bad file: fail fast (raise, default) or skip and count it"
+
+
+def config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file with settings (same keys as the config dataclass)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override, e.g. --set align.fit.epochs=4 (repeatable)")
+
+
+def out_arg(p: argparse.ArgumentParser, default: str, what: str) -> None:
+    """``--out DIR`` with a default folder in the current one."""
+    p.add_argument("--out", default=default, help=f"{what} (default: ./{default})")
+
+
+def no_progress_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def training_args(p: argparse.ArgumentParser, lr: str = "peak learning rate (default: the config's)",
+                  batch_size: bool = True) -> None:
+    """``--epochs``, ``--lr``, ``--batch-size``, ``--on-error``, ``--config``, ``--set`` of a training command."""
+    p.add_argument("--epochs", type=int, help="training epochs (default: the config's)")
+    p.add_argument("--lr", type=float, help=lr)
+    if batch_size:
+        p.add_argument("--batch-size", type=int, help="samples per batch (default: the config's)")
+    p.add_argument("--on-error", choices=["raise", "skip"], help=ON_ERROR)
+    config_args(p)
+
+
+def manifest_args(p: argparse.ArgumentParser, train: str, held_out: str, out: str) -> None:
+    """``--train MANIFEST``, ``--val`` or ``--test MANIFEST`` (``held_out``) and ``--out RUN``."""
+    p.add_argument("--train", required=True, help=train)
+    p.add_argument(f"--{held_out}", help=f"{held_out} manifest (default: rows of --train whose split is '{held_out}')")
+    p.add_argument("--out", required=True, help=out)
+
+
+def model_help(what: str = "model") -> str:
+    """Help of a ``--model`` flag: the names ``xmodal.load`` builds, checkpoint folders, hub names."""
+    from xmodal.catalog import list_models
+
+    names = ", ".join(repr(n) for n in list_models())
+    return f"{what}: {names} (a new model), an xmodal checkpoint folder, or a transformers CLIP/SigLIP hub name or folder"
+
+
+def build_config(cls: type, args: argparse.Namespace, base: dict[str, Any]) -> Any:
+    """``cls`` from its defaults, then ``--config``, then the flags (``base``), then ``--set``."""
+    data = to_dict(cls())
+    if args.config:
+        data = merge(data, load_yaml(args.config))
+    data = merge(data, base)
+    return from_dict(cls, apply_overrides(data, args.overrides))
+
+
+def given(args: argparse.Namespace, *names: str, **renamed: str) -> dict[str, Any]:
+    """Config key -> flag value of the flags given on the command line (``renamed``: key=flag attribute)."""
+    pairs = [(n, n) for n in names] + list(renamed.items())
+    return {key: getattr(args, attr) for key, attr in pairs if getattr(args, attr) is not None}
+
+
+def fit_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine overrides (``fit.epochs``, ``fit.lr``) given on the command line."""
+    return given(args, "epochs", "lr")
+
+
+def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_rows(source: str, split: str | None) -> tuple[list[dict[str, Any]], Path]:
+    """The rows of a manifest or folder (those whose ``split`` column is ``split``, if it has one) and its root."""
+    from xmodal.data.manifest import load_media_manifest
+    from xmodal.errors import DataError
+
+    rows, root = load_media_manifest(source)
+    if split is not None and rows and "split" in rows[0]:
+        rows = [r for r in rows if r.get("split") == split]
+        if not rows:
+            raise DataError(source, f"no rows with split {split!r}")
+    return rows, root
+
+
+def held_out_rows(args: argparse.Namespace, split: str) -> list[dict[str, Any]] | None:
+    """Every row of ``--<split>`` if given, else the ``--train`` rows whose split is ``split``; None if none."""
+    if getattr(args, split):
+        return read_rows(getattr(args, split), None)[0] or None
+    return [r for r in read_rows(args.train, None)[0] if r.get("split") == split] or None
+
+
+def column(rows: list[dict[str, Any]], name: str, source: str) -> list[Any]:
+    from xmodal.errors import DataError
+
+    if not rows:
+        raise DataError(source, "no rows")
+    if name not in rows[0]:
+        raise DataError(source, f"no column {name!r}; columns are {list(rows[0])}")
+    return [r[name] for r in rows]
+
+
+def print_history(history: Any) -> None:
+    """One JSON line per epoch of an engine history."""
+    for record in history.epochs:
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
+
+
+def print_skipped(skipped: list[tuple[str, str]]) -> None:
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable file(s):")
+        for file, problem in skipped:
+            print(f"  {file}: {problem}")
