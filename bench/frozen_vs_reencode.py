@@ -25,7 +25,8 @@ import xmodal
 from xmodal.data.manifest import read_manifest
 from xmodal.engine.fit import FitConfig, fit
 from xmodal.eval.report import text_table
-from xmodal.strategies.train import TransferConfig, _cache, build, load_clips, split_rows
+from xmodal.strategies.data import load_split
+from xmodal.strategies.train import TransferConfig, build, check, clip_inputs, split_rows, training_step
 
 
 def _data(args) -> tuple[object, list[dict], Path]:
@@ -50,21 +51,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model, rows, root = _data(args)
     train_rows = split_rows(rows)["train"]
-    classes = sorted({r["label"] for r in train_rows})
     cfg = TransferConfig(strategy="temporal_head")
-    clips = load_clips(model, train_rows, classes, root, cfg, "train rows")
-    clf = build(model, classes, cfg)
+    task, task_cfg, _, _ = check(cfg)
+    meta = task.meta(train_rows, task_cfg)
+    clips = load_split(train_rows, task, task_cfg, meta, model.spec("video"), root, cfg.path_column, desc="train rows")
+    vm = build(model, cfg, meta)
     fit_cfg = FitConfig(epochs=args.epochs, lr=3e-3, progress=False, verbose=False)
     results = []
     for mode in ("cached", "re-encode"):
         t0 = time.perf_counter()
-        inputs = _cache(clf, clips, 32) if mode == "cached" else {"pixel_values": clips.pixels}
+        inputs = clip_inputs(vm, clips, 32) if mode == "cached" else {"pixel_values": clips.pixels}
         cache_s = time.perf_counter() - t0
-        loader = DataLoader(range(len(clips.targets)), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
-        step = lambda idx, inputs=inputs: clf.loss({k: v[idx] for k, v in inputs.items()}, clips.targets[idx])  # noqa: E731
-        hist = fit(step, clf, loader, fit_cfg)
+        loader = DataLoader(range(len(clips)), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+        hist = fit(training_step(vm, clips, inputs), vm, loader, fit_cfg)
         per_epoch = hist.train_seconds / len(hist.epochs)
-        results.append({"mode": mode, "clips": len(clips.targets), "one-off cache s": round(cache_s, 3),
+        results.append({"mode": mode, "clips": len(clips), "one-off cache s": round(cache_s, 3),
                         "s/epoch": round(per_epoch, 4), "epochs": len(hist.epochs)})
     ratio = results[1]["s/epoch"] / max(results[0]["s/epoch"], 1e-9)
     print(text_table(results))

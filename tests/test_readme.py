@@ -33,7 +33,8 @@ REPO = README.parent
 SKIP = re.compile(r"<!--\s*readme-test:\s*skip\b\s*[—–:-]?\s*(.*?)\s*-->")
 TINY_WORLD = {"colours": ["red", "green", "blue"], "shapes": ["circle", "square", "triangle"], "image_size": 32,
               "images_train": 2, "images_val": 1, "images_test": 1, "video_frames": 8, "video_fps": 8,
-              "video_size": 32, "clips_train": 2, "clips_val": 1, "clips_test": 1, "audio_sample_rate": 8000}
+              "video_size": 32, "clips_train": 2, "clips_val": 1, "clips_test": 1, "audio_sample_rate": 8000,
+              "stories_train": 2, "stories_val": 1, "stories_test": 1, "story_frames": 16, "story_events": [1, 2]}
 TINY_VIT = {"arch": "vit", "width": 16, "depth": 1, "patch_size": 8, "image_size": 32, "heads": 2}
 OVERRIDES: dict[str, list[str]] = {  # flags appended to a README command whose defaults take more than seconds
     # demo: the tiny world, a tiny text tower and vision trunk, one epoch (default: ~3 minutes)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "registry", "config", "layers"),  # errors a user acts on, registries, config dataclasses
-    ("engine", "eval"),  # the one fit loop, checkpoints, feature cache · metrics, efficiency, plots, reports
+    ("engine", "eval"),  # the one fit loop, checkpoints, feature cache, losses · metrics, efficiency, plots, reports
     ("modalities",),  # decode + sample + preprocess: image, video, audio, text, series
     ("data",),  # manifests, folders of class folders, the media Dataset
     ("encoders",),  # encoders for new modalities and the small vision trunks
     ("backbones",),  # towers in one shared space: lit, hf_clip, bound
-    ("api", "tasks"),  # load · embed, zero-shot, classification and retrieval metrics
+    ("api", "tasks"),  # load · the video tasks (head, loss, metrics), embedding, zero-shot
     ("alignment", "binding", "fusion", "strategies"),  # contrastive alignment, binding, fusion, transfer strategies
     ("catalog",),  # what is registered: names, descriptions, config fields (list_*, ``xmodal list``)
     ("index", "serve"),  # vector index + metadata, search page

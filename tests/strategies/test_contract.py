@@ -11,7 +11,7 @@ from xmodal.engine.fit import FitConfig, fit
 from xmodal.errors import ConfigError
 from xmodal.strategies import STRATEGIES, load_transfer, save_transfer
 from xmodal.strategies.data import ClipSet
-from xmodal.strategies.train import TransferConfig, _step, build, clip_inputs, predict
+from xmodal.strategies.train import TransferConfig, build, clip_inputs, predict, training_step
 from xmodal.tasks import TASKS
 
 CLASSES = ["moving left", "moving right", "growing"]
@@ -34,7 +34,7 @@ def _made(model, strategy: str, task: str, clips: torch.Tensor, **options):
 def _train_a_little(vm, data: ClipSet, steps: int = 2) -> dict[str, torch.Tensor]:
     inputs = {k: v.detach() for k, v in clip_inputs(vm, data, 8).items()}
     if any(p.requires_grad for p in vm.parameters()):
-        fit(_step(vm, data, inputs), vm, [torch.arange(len(data))] * steps,
+        fit(training_step(vm, data, inputs), vm, [torch.arange(len(data))] * steps,
             FitConfig(epochs=1, lr=1e-2, progress=False, verbose=False, warmup_ratio=0))
     vm.eval()
     return inputs
@@ -139,3 +139,27 @@ def test_unknown_names_and_options_are_config_errors(make_lit, clips):
         _made(make_lit(), "lora", "classify", clips, rnak=2)
     with pytest.raises(ConfigError, match="trains nothing"):
         _made(make_lit(), "extra", "classify", clips, base="zero_shot")
+
+
+@pytest.mark.parametrize("inner", [s for s in STRATEGIES.names() if s not in ("extra", "zero_shot")])
+def test_extra_wraps_every_trainable_strategy(inner, make_lit, clips, tmp_path):
+    base = make_lit()
+    base_dir = base.save_pretrained(tmp_path / "base")
+    vm, data = _made(base, "extra", "classify", clips, base=inner)
+    assert "motion" in vm.added
+    motion = {n for n, p in vm.named_parameters() if n.startswith("added.motion.")}
+    assert motion and all(p.requires_grad for n, p in vm.named_parameters() if n in motion)
+    _train_a_little(vm, data)
+    _perturb(vm)
+    video, predictions = _outputs(vm, data)
+    save_transfer(vm, tmp_path / "t", base_dir)
+    again = _outputs(load_transfer(tmp_path / "t"), data)
+    assert torch.allclose(again[0], video, atol=1e-5) and torch.allclose(again[1], predictions, atol=1e-5)
+
+
+def test_motion_stream_sees_frame_order(make_lit, clips):
+    from xmodal.strategies.extra import frame_differences
+
+    diffs = frame_differences(clips)
+    assert torch.allclose(diffs[:, 1], clips[:, 2] - clips[:, 0]) and torch.allclose(diffs[:, 0], clips[:, 1] - clips[:, 0])
+    assert torch.allclose(frame_differences(clips.flip(1)), -diffs.flip(1))  # played backwards: the stream flips sign

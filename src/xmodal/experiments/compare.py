@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from xmodal.experiments.world import WorldConfig
 from xmodal.engine.fit import FitConfig
 from xmodal.errors import ConfigError
 from xmodal.strategies.base import STRATEGIES
-from xmodal.strategies.train import TransferConfig, split_rows, transfer
+from xmodal.strategies.train import TransferConfig, check, split_rows, transfer
 from xmodal.tasks.base import TASKS
 
 ALL: tuple[str, ...] = (
@@ -40,11 +41,11 @@ ALL: tuple[str, ...] = (
     "extra",
 )
 FAST: tuple[str, ...] = ("zero_shot", "linear_probe", "temporal_head", "side_network")
-# task -> (the world's manifest for it, task options the world's data needs, world settings it needs)
-WORLD_DATA: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
-    "classify": ("videos", {}, {}),
-    "retrieve": ("videos", {"match_columns": ["colour", "shape", "motion"]}, {}),  # twins of one caption match
-    "ground": ("grounding", {}, {"stories_train": 300, "stories_val": 50, "stories_test": 100}),
+# task -> (the world's manifest for it, task options the world's data needs)
+WORLD_DATA: dict[str, tuple[str, dict[str, Any]]] = {
+    "classify": ("videos", {}),
+    "retrieve": ("videos", {"match_columns": ["colour", "shape", "motion"]}),  # clips of one description match
+    "ground": ("grounding", {}),
 }
 
 
@@ -55,8 +56,9 @@ class CompareConfig:
     model: str = ""  # base model (checkpoint folder or CLIP/SigLIP name); "" = align a LiT ViT on the world
     data: str = ""  # video manifest or folder of class folders; "" = the built-in world's data for the task
     world: WorldConfig = field(default_factory=lambda: WorldConfig(
-        images_train=40, clips_train=48, clips_val=16, clips_test=48))  # the built-in world (when data is ""):
-    # 384 train / 128 val / 384 test clips of the 8 motion classes (one test clip = 0.26 points)
+        images_train=40, clips_train=48, clips_val=16, clips_test=48, stories_train=300, stories_val=50,
+        stories_test=100))  # the built-in world (when data is ""): 384 train / 128 val / 384 test clips of the 8
+    # motion classes (one test clip = 0.26 points), and 300 / 50 / 100 stories (untrimmed clips) for grounding
     base: LiTConfig = field(default_factory=lambda: LiTConfig(num_frames=8, vision=VisionConfig(
         arch="vit", width=96, depth=4, patch_size=8, image_size=32, heads=4)))  # LiT aligned first (model "")
     align: AlignConfig = field(default_factory=lambda: AlignConfig(
@@ -99,9 +101,9 @@ def world_rows(cfg: CompareConfig, say: Callable[[str], None]) -> tuple[list[dic
     if cfg.transfer.task not in WORLD_DATA:
         raise ConfigError(f"compare: the built-in world has no data for task {cfg.transfer.task!r}; "
                           f"give --data (it has {sorted(WORLD_DATA)})")
-    manifest, options, world = WORLD_DATA[cfg.transfer.task]
+    manifest, options = WORLD_DATA[cfg.transfer.task]
     say(f"world: generating / reusing {Path(cfg.out) / 'world'}")
-    root = generate_world(Path(cfg.out) / "world", dataclasses.replace(cfg.world, **world), progress=cfg.progress)
+    root = generate_world(Path(cfg.out) / "world", cfg.world, progress=cfg.progress)
     transfer_cfg = dataclasses.replace(cfg.transfer, task_options={**options, **cfg.transfer.task_options})
     return read_manifest(world_paths(root)[manifest]), root, dataclasses.replace(cfg, transfer=transfer_cfg)
 
@@ -143,25 +145,34 @@ def prepare(cfg: CompareConfig, say: Callable[[str], None]
 
 
 def run_one(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
-            say: Callable[[str], None], k: int = 0) -> dict[str, Any]:
+            say: Callable[[str], None], k: int = 0, decoded: dict[str, Any] | None = None) -> dict[str, Any]:
     """Transfer a fresh copy of the base with one strategy spec and the ``k``-th seed; cached in
-    ``out/runs/<label>`` (``<label>@seed<seed>`` for k > 0)."""
+    ``out/runs/<task>/<label>`` (``<label>@seed<seed>`` for k > 0) and reused only when the base, the
+    data and every setting are the same (a run folder of other settings is cleared). ``decoded`` keeps
+    the decoded clips of each split across the runs of one compare."""
     from xmodal.api import load
 
     label, name, options = parse_spec(spec)
     seed = cfg.transfer.seed + k
     run = Path(cfg.out) / "runs" / cfg.transfer.task / (label if k == 0 else f"{label}@seed{seed}")
+    tcfg = dataclasses.replace(cfg.transfer, strategy=name, options=options, seed=seed)
+    tcfg.fit = dataclasses.replace(tcfg.fit, progress=False, verbose=False)
+    _, task_cfg, _, strategy_cfg = check(tcfg)  # the settings in full, defaults included
+    key = json.loads(json.dumps({"base": base, "data": cfg.data or to_dict(cfg.world), "transfer": to_dict(tcfg),
+                                 "task": to_dict(task_cfg), "strategy": to_dict(strategy_cfg)}))
     done = run / "metrics.json"
     if done.is_file():
-        say(f"{run.name}: cached in {run}")
-        return {"seed": seed, **json.loads(done.read_text())}
-    tcfg = dataclasses.replace(cfg.transfer, strategy=name, options=options, seed=seed)
-    tcfg.fit = dataclasses.replace(tcfg.fit, progress=cfg.progress, verbose=False)
-    model = load(base)
+        cached = json.loads(done.read_text())
+        if cached.get("run_key") == key:
+            say(f"{run.name}: cached in {run}")
+            return {"seed": seed, **cached}
+        say(f"{run.name}: {run} holds a run of other settings; running again")
+        shutil.rmtree(run)
     t0 = time.perf_counter()
-    res = transfer(model, splits["train"], tcfg, splits["val"] or None, splits["test"] or None, root=root, out=run, base=base)
+    res = transfer(load(base), splits["train"], tcfg, splits["val"] or None, splits["test"] or None, root=root, out=run,
+                   base=base, decoded=decoded)
     metrics = {"label": label, "paper": STRATEGIES.get(name).paper, "options": options, "seed": seed, **res.metrics,
-               "wall_seconds": time.perf_counter() - t0}
+               "wall_seconds": time.perf_counter() - t0, "run_key": key}
     metrics.pop("confusion", None)
     done.write_text(json.dumps(metrics, indent=2, default=float))
     head = TASKS.get(cfg.transfer.task).report[0]
@@ -171,11 +182,11 @@ def run_one(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root:
 
 
 def run_seeds(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
-              say: Callable[[str], None]) -> dict[str, Any]:
+              say: Callable[[str], None], decoded: dict[str, Any] | None = None) -> dict[str, Any]:
     """``cfg.seeds`` runs of one spec: the first run's record with the task's report metrics and the
     train time averaged, their standard deviations as ``<key>_std`` and every run's headline metric
     in ``<key>_runs``."""
-    runs = [run_one(spec, base, splits, root, cfg, say, k) for k in range(cfg.seeds)]
+    runs = [run_one(spec, base, splits, root, cfg, say, k, decoded) for k in range(cfg.seeds)]
     if len(runs) == 1:
         return runs[0]
     report = TASKS.get(cfg.transfer.task).report
@@ -189,7 +200,6 @@ def run_seeds(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], roo
 def compare(cfg: CompareConfig | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every strategy of ``cfg.strategies`` on ``cfg.transfer.task`` and write the report."""
     from xmodal.experiments.compare_report import write_compare_report
-    from xmodal.strategies.train import check
 
     cfg = cfg or CompareConfig()
     if cfg.threads:
@@ -202,6 +212,7 @@ def compare(cfg: CompareConfig | None = None, say: Callable[[str], None] = print
         raise ConfigError(f"compare: seeds must be >= 1, got {cfg.seeds}")
     start = time.perf_counter()
     base, splits, root, cfg = prepare(cfg, say)
-    results = [run_seeds(spec, base, splits, root, cfg, say) for spec in specs]
+    decoded: dict[str, Any] = {}  # each split's clips, decoded once for every strategy
+    results = [run_seeds(spec, base, splits, root, cfg, say, decoded) for spec in specs]
     return write_compare_report(cfg, TASKS.get(cfg.transfer.task), results, base,
                                 {k: len(v) for k, v in splits.items()}, time.perf_counter() - start, say)

@@ -24,6 +24,17 @@ Reader = Callable[["VideoModel", torch.Tensor], torch.Tensor]  # pixels -> what 
 Neck = Callable[["VideoModel", dict[str, torch.Tensor]], torch.Tensor]  # inputs -> [B, T, seq_width]
 Cache = Callable[["VideoModel", torch.Tensor], dict[str, torch.Tensor]]  # pixels -> cached inputs
 AuxLoss = Callable[["VideoModel", dict[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]]
+FrameEmbed = Callable[["VideoModel", torch.Tensor], torch.Tensor]  # [B, T, seq_width] -> [B, T, D] in the shared space
+
+
+def trunk_to_space(vm: "VideoModel", seq: torch.Tensor) -> torch.Tensor:
+    """Frame trunk features into the shared space through the image tower's own projection."""
+    return vm.vision.head(seq)
+
+
+def already_in_space(vm: "VideoModel", seq: torch.Tensor) -> torch.Tensor:
+    """Frame embeddings that are in the shared space already (normalised)."""
+    return nn.functional.normalize(seq, dim=-1)
 
 
 @runtime_checkable
@@ -93,6 +104,9 @@ class VideoModel(nn.Module):
         self.neck: Neck = read_features
         self.cache: Cache = cache_features
         self.aux_loss: AuxLoss | None = None  # an extra training loss of the strategy (distillation)
+        # the sequence's frames in the shared space: the tower's projection of trunk features (the default
+        # reader), or None when the sequence is not in the tower's feature space (tasks then learn it all)
+        self.frame_embed: FrameEmbed | None = trunk_to_space if reader is frame_trunk else None
         self.backbone_at_inference = True  # False: the strategy replaces the backbone at inference
         self.context: dict[str, Any] = {}  # per-call facts injected modules read (e.g. frames per clip)
         self.merge_fn: Callable[[], None] | None = None  # folds injected weights into the base (LoRA)
@@ -148,6 +162,10 @@ class VideoModel(nn.Module):
                 self._texts.update(zip(todo, encode_strings(self.base, todo)))
         device = next(self.parameters()).device
         return torch.stack([self._texts[t] for t in texts]).to(device)
+
+    def frames_in_space(self, seq: torch.Tensor) -> torch.Tensor | None:
+        """``[B, T, D]`` L2-normalised frame embeddings of a sequence, or None (see ``frame_embed``)."""
+        return None if self.frame_embed is None else self.frame_embed(self, seq)
 
     def inference_modules(self) -> list[nn.Module]:
         """Modules a video prediction runs (for parameter counts): the tower, the additions, the head."""

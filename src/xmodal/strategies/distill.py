@@ -51,11 +51,20 @@ def student_frames(vm: VideoModel, inputs: dict[str, torch.Tensor]) -> torch.Ten
     return vm.added["student"](inputs["pixel_values"])
 
 
-def match_loss(vm: VideoModel, inputs: dict[str, torch.Tensor], seq: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``match_weight * (1 - cos)`` between the student's projected frames and the teacher's."""
-    proj = vm.added["student"].proj(seq)
-    match = 1 - nn.functional.cosine_similarity(proj, inputs["teacher"], dim=-1).mean()
-    return {"loss": vm.config.match_weight * match, "match": match.detach()}
+def student_in_space(vm: VideoModel, seq: torch.Tensor) -> torch.Tensor:
+    """The student's frames projected into the teacher's (the shared) space."""
+    return nn.functional.normalize(vm.added["student"].proj(seq), dim=-1)
+
+
+def match_loss(weight: float):
+    """The auxiliary loss ``weight * (1 - cos)`` between the student's projected frames and the teacher's."""
+
+    def loss(vm: VideoModel, inputs: dict[str, torch.Tensor], seq: torch.Tensor) -> dict[str, torch.Tensor]:
+        proj = vm.added["student"].proj(seq)
+        match = 1 - nn.functional.cosine_similarity(proj, inputs["teacher"], dim=-1).mean()
+        return {"loss": weight * match, "match": match.detach()}
+
+    return loss
 
 
 class Distill:
@@ -70,7 +79,8 @@ class Distill:
         student = Student(cfg, model.spec("image").size, model.embed_dim)
         vm = VideoModel(model, "distill", cfg, {"student": student}, frozen=True, seq_width=student.net.out_dim,
                         head_config=cfg.head)
-        vm.cache, vm.neck, vm.aux_loss, vm.backbone_at_inference = teacher_and_pixels, student_frames, match_loss, False
+        vm.cache, vm.neck, vm.aux_loss, vm.backbone_at_inference = teacher_and_pixels, student_frames, match_loss(cfg.match_weight), False
+        vm.frame_embed = student_in_space
         return vm
 
 

@@ -81,6 +81,11 @@ class Extra:
             return {**inner_cache(m, pixels), "pixel_values": pixels}
 
         vm.neck, vm.cache, vm.seq_width = neck, cache, vm.seq_width + cfg.dim
+        inner_embed, inner_aux, width = vm.frame_embed, vm.aux_loss, vm.seq_width - cfg.dim
+        if inner_embed is not None:  # the inner strategy's part of the sequence still maps into the space
+            vm.frame_embed = lambda m, seq: inner_embed(m, seq[..., :width])
+        if inner_aux is not None:  # and still feeds its own auxiliary loss (distillation)
+            vm.aux_loss = lambda m, inputs, seq: inner_aux(m, inputs, seq[..., :width])
         vm.strategy, vm.config = "extra", cfg
         return vm
 

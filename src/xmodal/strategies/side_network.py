@@ -27,11 +27,14 @@ class SideNetworkConfig:
     head: HeadConfig = field(default_factory=HeadConfig)  # temporal head over the fused features
 
 
-def layer_tokens(vm: VideoModel, pixels: torch.Tensor) -> torch.Tensor:
-    """``[B, T, L, N, W]``: every token (class token and patches, so *where* things are survives) of
-    the last L blocks, per frame."""
-    last = vm.config.layers or len(vision_blocks(vm.vision))
-    return vm.per_frame(lambda batch: torch.stack(vm.vision.forward_features(batch)[-last:], 1), pixels)
+def layer_tokens(last: int):
+    """A reader: ``[B, T, L, N, W]``, every token (class token and patches, so *where* things are
+    survives) of the ``last`` L blocks, per frame."""
+
+    def read(vm: VideoModel, pixels: torch.Tensor) -> torch.Tensor:
+        return vm.per_frame(lambda batch: torch.stack(vm.vision.forward_features(batch)[-last:], 1), pixels)
+
+    return read
 
 
 class SideNetwork(nn.Module):
@@ -72,7 +75,7 @@ class SideNetworkStrategy:
         with torch.no_grad():
             tokens = tower.forward_features({"pixel_values": torch.zeros(1, 3, size, size)})[-1].shape[1]
         net = SideNetwork(cfg.layers or n, tower.width, cfg.width)
-        vm = VideoModel(model, "side_network", cfg, {"side": net}, frozen=True, reader=layer_tokens,
+        vm = VideoModel(model, "side_network", cfg, {"side": net}, frozen=True, reader=layer_tokens(cfg.layers or n),
                         seq_width=tokens * cfg.width, head_config=cfg.head)
         vm.neck = side_neck
         return vm

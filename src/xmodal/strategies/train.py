@@ -122,7 +122,8 @@ def evaluate(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor] | N
     return TASKS.get(vm.task).metrics(vm, outputs, clips.targets)
 
 
-def _step(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor]):
+def training_step(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor]):
+    """The engine's ``step(rows) -> {"loss": ...}``: the task's loss (+ the strategy's auxiliary loss) on rows of ``clips``."""
     task = TASKS.get(vm.task)
 
     def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -153,7 +154,7 @@ def train(vm: VideoModel, train_clips: ClipSet, val_clips: ClipSet | None, cfg: 
         metrics = evaluate(vm, val_clips, val, cfg.batch_size)
         return {f"val_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
-    history = fit(_step(vm, train_clips, inputs), vm, loader, fit_config(cfg, vm),
+    history = fit(training_step(vm, train_clips, inputs), vm, loader, fit_config(cfg, vm),
                   evaluate=validate if val is not None else None, out=out / "train" if out is not None else None)
     return history, cache_seconds
 
@@ -197,13 +198,15 @@ def _measure(vm: VideoModel, test_clips: ClipSet | None, cfg: TransferConfig) ->
 
 def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConfig | None = None,
              val_rows: Sequence[dict[str, Any]] | None = None, test_rows: Sequence[dict[str, Any]] | None = None,
-             root: str | Path | None = None, out: str | Path | None = None, base: str | Path | None = None
-             ) -> TransferResult:
+             root: str | Path | None = None, out: str | Path | None = None, base: str | Path | None = None,
+             decoded: dict[str, ClipSet] | None = None) -> TransferResult:
     """Transfer ``model`` to ``cfg.task`` on the videos of ``train_rows`` with ``cfg.strategy``.
 
     Metrics are measured on ``test_rows`` (else ``val_rows``). With ``out``, the run folder holds the
     engine's log and resumable state (``out/train``) and the transfer (``out/model``), which points
-    to ``base`` (a checkpoint folder or hub name) or, when None, to a copy saved in ``out/base``."""
+    to ``base`` (a checkpoint folder or hub name) or, when None, to a copy saved in ``out/base``.
+    ``decoded``: a dict the caller keeps across runs on the same rows, base model and task (``compare``):
+    each split's clips are decoded once and reused."""
     from xmodal.eval.efficiency import PeakMemory, flops_per_clip, parameter_counts
 
     cfg = cfg or TransferConfig()
@@ -211,8 +214,14 @@ def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConf
     root, out = (Path(root) if root is not None else None), (Path(out) if out is not None else None)
     meta = task.meta(train_rows, tcfg)
     spec = task.sampling(tcfg, model.spec("video"))
-    load = lambda rows, desc: load_split(rows, task, tcfg, meta, spec, root, cfg.path_column, cfg.on_error,  # noqa: E731
-                                         cfg.num_workers, desc) if rows else None
+    decoded = {} if decoded is None else decoded
+
+    def load(rows: Sequence[dict[str, Any]] | None, desc: str) -> ClipSet | None:
+        if rows and desc not in decoded:
+            decoded[desc] = load_split(rows, task, tcfg, meta, spec, root, cfg.path_column, cfg.on_error,
+                                       cfg.num_workers, desc)
+        return decoded[desc] if rows else None
+
     train_clips, val_clips = load(train_rows, "train rows"), load(val_rows, "val rows")
     test_clips = load(test_rows, "test rows") or val_clips
     if out is not None and base is None:  # before the strategy injects into (or trains) the model

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from xmodal.strategies.base import STRATEGIES, VideoModel, frame_embeddings, freeze
+from xmodal.strategies.base import STRATEGIES, VideoModel, already_in_space, frame_embeddings, freeze
 
 
 @dataclass
@@ -29,8 +29,10 @@ class ZeroShot:
 
     def apply(self, model: Any, cfg: ZeroShotConfig) -> VideoModel:
         freeze(model)
-        return VideoModel(model, "zero_shot", cfg, {}, frozen=True, reader=frame_embeddings,
-                          seq_width=model.embed_dim, trains=False)
+        vm = VideoModel(model, "zero_shot", cfg, {}, frozen=True, reader=frame_embeddings, seq_width=model.embed_dim,
+                        trains=False)
+        vm.frame_embed = already_in_space
+        return vm
 
 
 STRATEGIES.register("zero_shot", ZeroShot())

@@ -51,18 +51,41 @@ class RetrieveConfig:
     match_columns: tuple[str, ...] = ()  # rows equal in all these columns are interchangeable matches (e.g. a
     # video id with several captions, or the world's colour, shape and motion); () = identical captions only
     temperature: float = 0.07  # initial softmax temperature of the learnable logit scale
+    text_head: bool = True  # a trainable residual linear map on the caption embeddings (zero at the start), so
+    # that a locked text tower's space can stretch the words that tell clips apart (LiT allows a text head)
 
 
 class RetrievalHead(nn.Module):
-    """Clip embedding in the shared space: the temporal head projected to ``embed_dim``, normalised."""
+    """Clip embedding in the shared space: the mean of the frame embeddings (CLIP4Clip's meanP) plus the
+    temporal head's output, normalised. The head's output layer starts at zero, so training starts from
+    the zero-shot embedding and learns what frames alone miss (order, motion); when the strategy's
+    sequence is not in the tower's feature space (``model.frames_in_space`` is None), the head learns
+    the whole embedding."""
 
-    def __init__(self, width: int, embed_dim: int, head_cfg: HeadConfig, temperature: float) -> None:
+    def __init__(self, model: Any, head_cfg: HeadConfig, cfg: RetrieveConfig) -> None:
         super().__init__()
-        self.pool = TemporalHead(width, embed_dim, head_cfg)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / temperature)))
+        self.pool = TemporalHead(model.seq_width, model.embed_dim, head_cfg)
+        self.text_map = nn.Linear(model.embed_dim, model.embed_dim) if cfg.text_head else None
+        if self.text_map is not None:
+            nn.init.zeros_(self.text_map.weight)
+            nn.init.zeros_(self.text_map.bias)
+        self.residual = model.frame_embed is not None
+        if self.residual:
+            last = self.pool.out if isinstance(self.pool.out, nn.Linear) else self.pool.out[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / cfg.temperature)))
+        self._model = [model]  # not a submodule: the transferred model owns this head
 
     def video(self, seq: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(self.pool(seq), dim=-1)
+        out = self.pool(seq)
+        if self.residual:
+            out = out + self._model[0].frames_in_space(seq).mean(1)
+        return nn.functional.normalize(out, dim=-1)
+
+    def text(self, texts: torch.Tensor) -> torch.Tensor:
+        """Caption embeddings ``[N, D]`` through the text map (when there is one), normalised."""
+        return texts if self.text_map is None else nn.functional.normalize(texts + self.text_map(texts), dim=-1)
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         return self.video(seq)
@@ -73,6 +96,9 @@ class MeanEmbedding(nn.Module):
 
     def video(self, seq: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(seq.mean(1), dim=-1)
+
+    def text(self, texts: torch.Tensor) -> torch.Tensor:
+        return texts
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         return self.video(seq)
@@ -99,10 +125,10 @@ class RetrieveTask:
         return {"captions": captions, "groups": group_ids(list(zip(*keys)))}
 
     def head(self, model: Any, meta: dict[str, Any], cfg: RetrieveConfig, head_cfg: HeadConfig, trainable: bool) -> nn.Module:
-        return RetrievalHead(model.seq_width, model.embed_dim, head_cfg, cfg.temperature) if trainable else MeanEmbedding()
+        return RetrievalHead(model, head_cfg, cfg) if trainable else MeanEmbedding()
 
     def loss(self, model: Any, seq: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        video, text = model.head.video(seq), model.encode_texts(batch["captions"])
+        video, text = model.head.video(seq), model.head.text(model.encode_texts(batch["captions"]))
         return {"loss": clip_loss(video, text, model.head.logit_scale, labels=batch["groups"])}
 
     def predict(self, model: Any, seq: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
@@ -110,7 +136,7 @@ class RetrieveTask:
 
     def metrics(self, model: Any, outputs: torch.Tensor, batch: dict[str, Any]) -> dict[str, Any]:
         with torch.no_grad():
-            text = model.encode_texts(batch["captions"]).float().cpu()
+            text = model.head.text(model.encode_texts(batch["captions"])).float().cpu()
         return text_retrieval(outputs.float().cpu(), text, batch["captions"], batch["groups"])
 
 
