@@ -40,12 +40,12 @@ ALL: tuple[str, ...] = (
     "full", "partial:mode=last_k", "partial:mode=bitfit", "adapter", "adapter:temporal=false", "lora", "prompt",
     "extra",
 )
-FAST: tuple[str, ...] = ("zero_shot", "linear_probe", "temporal_head", "side_network")
-# task -> (the world's manifest for it, task options the world's data needs)
-WORLD_DATA: dict[str, tuple[str, dict[str, Any]]] = {
-    "classify": ("videos", {}),
-    "retrieve": ("videos", {"match_columns": ["colour", "shape", "motion"]}),  # clips of one description match
-    "ground": ("grounding", {}),
+FAST: tuple[str, ...] = ("zero_shot", "linear_probe", "temporal_head", "side_network", "extra")
+# task -> (the world's manifest for it, task options its data needs, engine settings for it)
+WORLD_DATA: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "classify": ("videos", {}, {}),
+    "retrieve": ("videos", {"match_columns": ["colour", "shape", "motion"]}, {}),  # clips of one description match
+    "ground": ("grounding", {}, {"max_minutes": 2.0}),  # 16 frames per story, ~2.5 moments each: 2 min per run
 }
 
 
@@ -101,10 +101,11 @@ def world_rows(cfg: CompareConfig, say: Callable[[str], None]) -> tuple[list[dic
     if cfg.transfer.task not in WORLD_DATA:
         raise ConfigError(f"compare: the built-in world has no data for task {cfg.transfer.task!r}; "
                           f"give --data (it has {sorted(WORLD_DATA)})")
-    manifest, options = WORLD_DATA[cfg.transfer.task]
+    manifest, options, fit = WORLD_DATA[cfg.transfer.task]
     say(f"world: generating / reusing {Path(cfg.out) / 'world'}")
     root = generate_world(Path(cfg.out) / "world", cfg.world, progress=cfg.progress)
-    transfer_cfg = dataclasses.replace(cfg.transfer, task_options={**options, **cfg.transfer.task_options})
+    transfer_cfg = dataclasses.replace(cfg.transfer, task_options={**options, **cfg.transfer.task_options},
+                                       fit=dataclasses.replace(cfg.transfer.fit, **fit))
     return read_manifest(world_paths(root)[manifest]), root, dataclasses.replace(cfg, transfer=transfer_cfg)
 
 

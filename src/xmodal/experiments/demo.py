@@ -35,7 +35,7 @@ class DemoConfig:
         batch_size=128, fit=FitConfig(epochs=12, lr=2e-3, monitor="val_top1")))  # contrastive training
     threads: int = 0  # torch CPU threads; 0 = torch's default
     progress: bool = True  # progress bars
-    compare: bool = False  # also run a compact image-to-video transfer compare (fast strategies, ~2 more minutes)
+    compare: bool = False  # also run a compact image-to-video transfer compare (fast strategies, ~4 more minutes)
 
 
 def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, Any]:

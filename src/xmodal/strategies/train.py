@@ -95,11 +95,13 @@ def clip_inputs(vm: VideoModel, clips: ClipSet, batch_size: int) -> dict[str, to
 
 
 def _rows_batch(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor], idx: torch.Tensor
-                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The clip inputs and the task targets of rows ``idx``, on the model's device."""
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, Any]]:
+    """The inputs of the distinct clips of rows ``idx``, each row's position among them, and the rows'
+    task targets, on the model's device (rows sharing a clip run it through the model once)."""
     device = next(vm.parameters()).device
-    clip = clips.clip[idx]
-    return {k: v[clip].to(device) for k, v in inputs.items()}, to_device(take(clips.targets, idx), device)
+    clip, where = clips.clip[idx].unique(return_inverse=True)
+    batch_in = {k: v[clip].to(device) for k, v in inputs.items()}
+    return batch_in, where.to(device), to_device(take(clips.targets, idx), device)
 
 
 @torch.no_grad()
@@ -109,8 +111,8 @@ def predict(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor], bat
     task = TASKS.get(vm.task)
     out = []
     for start in range(0, len(clips), batch_size):
-        batch_in, targets = _rows_batch(vm, clips, inputs, torch.arange(start, min(start + batch_size, len(clips))))
-        out.append(task.predict(vm, vm.sequence(batch_in), targets).float().cpu())
+        batch_in, where, targets = _rows_batch(vm, clips, inputs, torch.arange(start, min(start + batch_size, len(clips))))
+        out.append(task.predict(vm, vm.sequence(batch_in)[where], targets).float().cpu())
     return torch.cat(out)
 
 
@@ -127,9 +129,9 @@ def training_step(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor
     task = TASKS.get(vm.task)
 
     def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        batch_in, targets = _rows_batch(vm, clips, inputs, idx)
+        batch_in, where, targets = _rows_batch(vm, clips, inputs, idx)
         seq = vm.sequence(batch_in)
-        out = task.loss(vm, seq, targets)
+        out = task.loss(vm, seq[where], targets)
         if vm.aux_loss is not None:
             aux = vm.aux_loss(vm, batch_in, seq)
             out = {**out, **{k: v for k, v in aux.items() if k != "loss"}, "loss": out["loss"] + aux["loss"]}

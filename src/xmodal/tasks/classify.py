@@ -14,7 +14,7 @@ from torch import nn
 from xmodal.errors import DataError
 from xmodal.eval.metrics import confusion_matrix, per_class_accuracy, topk_accuracy
 from xmodal.tasks.base import TASKS, column
-from xmodal.tasks.heads import HeadConfig, TemporalHead
+from xmodal.tasks.heads import HeadConfig, TemporalHead, VideoHead
 
 
 def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, classes: Sequence[str]) -> dict[str, Any]:
@@ -39,7 +39,7 @@ class ClassifyConfig:
     # prompts, {} = the class name (the zero_shot strategy scores frame-averaged embeddings against them)
 
 
-class ClassHead(nn.Module):
+class ClassHead(VideoHead):
     """Class logits from frame features ``[B, T, F]``: a temporal head onto the classes or, when the
     strategy adapts the text side (CoOp), a temporal head into the shared space scored against the
     class names' embeddings (Zhou et al., "Learning to Prompt for Vision-Language Models", IJCV 2022)."""
@@ -59,11 +59,8 @@ class ClassHead(nn.Module):
         clip = nn.functional.normalize(self.pool(seq), dim=-1)
         return self.logit_scale.exp() * clip @ self._model[0].encode_texts(self.classes).t()
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        return self.video(seq)
 
-
-class ZeroShotClassHead(nn.Module):
+class ZeroShotClassHead(VideoHead):
     """CLIP zero-shot transfer (Radford et al., ICML 2021) on video: the frame-averaged embedding
     against the class names written into prompt templates; nothing trains."""
 
@@ -76,9 +73,6 @@ class ZeroShotClassHead(nn.Module):
 
     def video(self, seq: torch.Tensor) -> torch.Tensor:
         return self.scale * nn.functional.normalize(seq.mean(1), dim=-1) @ self.weight.t()
-
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        return self.video(seq)
 
 
 class ClassifyTask:

@@ -87,3 +87,13 @@ class TemporalHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.pool(x))
+
+
+class VideoHead(nn.Module):
+    """Base of task heads whose ``forward`` is their video-only output ``video(seq)``."""
+
+    def video(self, seq: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        return self.video(seq)

@@ -21,7 +21,7 @@ from torch import nn
 from xmodal.engine.losses import clip_loss
 from xmodal.eval.metrics import retrieval_metrics
 from xmodal.tasks.base import TASKS, column
-from xmodal.tasks.heads import HeadConfig, TemporalHead
+from xmodal.tasks.heads import HeadConfig, TemporalHead, VideoHead
 
 
 def text_retrieval(video: torch.Tensor, text: torch.Tensor, captions: Sequence[str],
@@ -55,7 +55,7 @@ class RetrieveConfig:
     # that a locked text tower's space can stretch the words that tell clips apart (LiT allows a text head)
 
 
-class RetrievalHead(nn.Module):
+class RetrievalHead(VideoHead):
     """Clip embedding in the shared space: the mean of the frame embeddings (CLIP4Clip's meanP) plus the
     temporal head's output, normalised. The head's output layer starts at zero, so training starts from
     the zero-shot embedding and learns what frames alone miss (order, motion); when the strategy's
@@ -87,11 +87,8 @@ class RetrievalHead(nn.Module):
         """Caption embeddings ``[N, D]`` through the text map (when there is one), normalised."""
         return texts if self.text_map is None else nn.functional.normalize(texts + self.text_map(texts), dim=-1)
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        return self.video(seq)
 
-
-class MeanEmbedding(nn.Module):
+class MeanEmbedding(VideoHead):
     """Zero-shot clip embedding: the mean of the frame embeddings, normalised (nothing trains)."""
 
     def video(self, seq: torch.Tensor) -> torch.Tensor:
@@ -99,9 +96,6 @@ class MeanEmbedding(nn.Module):
 
     def text(self, texts: torch.Tensor) -> torch.Tensor:
         return texts
-
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        return self.video(seq)
 
 
 class RetrieveTask:
