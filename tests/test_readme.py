@@ -211,7 +211,7 @@ def test_readme_blocks_run(sandbox, capsys):
         print("\n" + "\n".join(timings))
     assert (sandbox / "xmodal-demo" / "report" / "results.json").is_file()
     assert (sandbox / "runs" / "lora" / "model" / "transfer.json").is_file()
-    assert (sandbox / "compare-clip" / "report" / "results.json").is_file()
+    assert (sandbox / "compare-clip" / "report" / "classify" / "results.json").is_file()
     assert (sandbox / "BOUND-ast" / "model" / "xmodal.json").is_file()
     assert (sandbox / "merged.index").is_dir()
 

@@ -82,7 +82,7 @@ def test_cli_transfer_and_compare(make_lit, video_manifest, tmp_path, capsys):
     rc = main(["compare", "--strategies", "zero_shot,linear_probe,temporal_head:head.kind=conv,lora", "--model", str(base),
                "--data", str(video_manifest), "--out", str(tmp_path / "c"), "--epochs", "1", "--set", "transfer.batch_size=4"])
     assert rc == 0
-    report = tmp_path / "c" / "report"
+    report = tmp_path / "c" / "report" / "classify"
     assert {"results.json", "report.md", "accuracy_vs_params.png", "accuracy_vs_time.png"} <= {p.name for p in report.iterdir()}
     table = json.loads((report / "results.json").read_text())["table"]
     assert [r["strategy"] for r in table] == ["zero_shot", "linear_probe", "temporal_head[kind=conv]", "lora"]

@@ -37,8 +37,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from xmodal.engine.progress import quiet_library_bars
     from xmodal.errors import XmodalError
 
+    quiet_library_bars()  # before transformers is imported
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), "")
     try:

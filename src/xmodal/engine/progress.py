@@ -21,6 +21,17 @@ def bars_disabled(enabled: bool = True) -> bool | None:
     return None if enabled else True
 
 
+def quiet_library_bars() -> None:
+    """Hide the progress bars of the libraries xmodal drives (transformers / huggingface_hub: "Loading
+    weights", "Writing model shards") when stderr is no terminal, unless ``XMODAL_PROGRESS=1``; call it
+    before transformers is imported (the command line does)."""
+    import sys
+
+    forced = os.environ.get("XMODAL_PROGRESS", "").strip()
+    if forced == "0" or (forced != "1" and not sys.stderr.isatty()):
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def progress(iterable: Iterable[Any] | None = None, enabled: bool = True, **kwargs: Any) -> tqdm:
     """A tqdm bar over ``iterable`` (or a manual one with ``total=``), quiet unless on a terminal."""
     return tqdm(iterable, disable=bars_disabled(enabled), **kwargs)

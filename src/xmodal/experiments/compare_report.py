@@ -62,13 +62,13 @@ def plot_frontier(rows: list[dict[str, Any]], x: str, path: Path, xlabel: str, m
 
 def write_compare_report(cfg: Any, task: Any, results: list[dict[str, Any]], base: str, splits: dict[str, int],
                          wall: float, say: Callable[[str], None]) -> dict[str, Any]:
-    """Write results.json, report.md and the two frontier plots to ``cfg.out/report``; print the table."""
+    """Write results.json, report.md and the two frontier plots to ``cfg.out/report/<task>``; print the table."""
     from xmodal.config import to_dict
     from xmodal.eval.report import markdown_table, text_table, write_report
 
     head = task.report[0]
     rows = table_rows(results, cfg.reference, task.report)
-    out = Path(cfg.out) / "report"
+    out = Path(cfg.out) / "report" / cfg.transfer.task  # one report per task: several tasks can share an --out
     out.mkdir(parents=True, exist_ok=True)
     plots = [(f"{head} vs trainable parameters", plot_frontier(rows, "trainable", out / "accuracy_vs_params.png",
                                                                "trainable parameters (log)", head)),
