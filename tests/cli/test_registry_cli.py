@@ -111,6 +111,17 @@ def test_transfer_checks_strategy_and_options_first(missing_media, tmp_path, cap
     assert not (tmp_path / "r").exists()
 
 
+def test_transfer_and_compare_check_the_task_and_its_options_first(missing_media, tmp_path, capsys):
+    run = ["transfer", "--model", str(tmp_path / "no-model"), "--data", missing_media, "--out", str(tmp_path / "r"),
+           "--strategy", "temporal_head"]
+    _fails_fast([*run, "--task", "grnd"], capsys, "argument --task: unknown task 'grnd'; known: classify")
+    _fails_fast([*run, "--task", "ground", "--task-option", "num_frame=8"], capsys, "ground task options",
+                "['num_frame']", "'num_frames'")
+    compare = ["compare", "--model", str(tmp_path / "no-model"), "--data", missing_media, "--out", str(tmp_path / "c")]
+    _fails_fast([*compare, "--task", "retrieve", "--task-option", "match=[a]"], capsys, "retrieve task options")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
+
+
 def test_compare_checks_every_strategy_spec_first(missing_media, tmp_path, capsys):
     run = ["compare", "--model", str(tmp_path / "no-model"), "--data", missing_media, "--out", str(tmp_path / "c")]
     _fails_fast([*run, "--strategies", "linear_probe;lora:rnak=8"], capsys, "lora options", "['rnak']", "'rank'")
