@@ -34,7 +34,8 @@ from xmodal.errors import ConfigError
 from xmodal.strategies.base import STRATEGIES, VideoModel
 from xmodal.strategies.checkpoint import save_transfer
 from xmodal.strategies.data import ClipSet, load_split
-from xmodal.tasks.base import TASKS, take, to_device
+from xmodal.engine.cache import to_device
+from xmodal.tasks.base import TASKS, take
 
 DEFAULT_LR = 3e-3  # heads, adapters, LoRA, prompts; strategies that unfreeze backbone weights scale it
 # for those weights with ``backbone_lr_scale``

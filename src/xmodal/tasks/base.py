@@ -91,8 +91,3 @@ def column(rows: Sequence[dict[str, Any]], name: str, where: str, numeric: bool 
                 raise DataError(where, f"row {i + 1} ({row.get('path', '?')}): {name}={value!r} is not finite")
         out.append(value)
     return out
-
-
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Tensors of a targets batch moved to ``device`` (lists stay as they are)."""
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
