@@ -106,15 +106,25 @@ def _rows_batch(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor],
 
 
 @torch.no_grad()
-def predict(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor], batch_size: int = 64) -> torch.Tensor:
-    """The task's outputs for every row of ``clips`` (logits, embeddings, spans, ...)."""
+def predict(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor], batch_size: int = 64) -> Any:
+    """The task's outputs for every row of ``clips`` (logits, embeddings, spans, token ids, or a dict of
+    them per key), see :func:`gather`."""
     vm.eval()
     task = TASKS.get(vm.task)
     out = []
     for start in range(0, len(clips), batch_size):
         batch_in, where, targets = _rows_batch(vm, clips, inputs, torch.arange(start, min(start + batch_size, len(clips))))
-        out.append(task.predict(vm, vm.sequence(batch_in)[where], targets).float().cpu())
-    return torch.cat(out)
+        out.append(task.predict(vm, vm.sequence(batch_in)[where], targets))
+    return gather(out)
+
+
+def gather(parts: Sequence[Any]) -> Any:
+    """Per-batch outputs joined in row order, on the CPU: tensors concatenated (floating point as float32,
+    integer ids kept), dicts joined key by key (a key may be absent from some batches)."""
+    if isinstance(parts[0], dict):
+        keys = list(dict.fromkeys(k for p in parts for k in p))
+        return {k: gather([p[k] for p in parts if k in p]) for k in keys}
+    return torch.cat([p.float().cpu() if p.is_floating_point() else p.cpu() for p in parts])
 
 
 def evaluate(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor] | None = None,

@@ -9,6 +9,8 @@ captioning, question answering). A registered task is an object with:
 - ``columns``: the manifest columns a row needs besides the video path (its data schema);
 - ``monitor`` / ``report``: the validation metric early stopping watches, and the metric keys a
   comparison table shows;
+- ``baselines``: controls ``xmodal compare`` runs beside the strategies, as ``(label, strategy, task
+  option overrides)`` (e.g. question answering without the video), () for none;
 - ``sampling(cfg, spec)``: the VideoSpec clips are decoded with (e.g. more frames for grounding);
 - ``meta(rows, cfg)``: what the head is built for, from the training rows (e.g. the class names);
 - ``targets(rows, meta, cfg, where)``: per-row targets (tensors ``[N, ...]`` or lists of N items);
@@ -44,6 +46,7 @@ class Task(Protocol):
     columns: tuple[str, ...]  # manifest columns a row must have, besides the video path column
     monitor: str  # validation metric early stopping watches (higher is better)
     report: tuple[str, ...]  # metric keys shown in comparison tables, the headline first
+    baselines: tuple[tuple[str, str, dict[str, Any]], ...]  # (label, strategy, task options) compare runs too
 
     def sampling(self, cfg: Any, spec: Any) -> Any: ...
 

@@ -83,6 +83,7 @@ class ClassifyTask:
     columns = ("label",)
     monitor = "val_top1"
     report = ("top1", "top5", "mean_class_accuracy")
+    baselines = ()  # zero_shot is the training-free baseline
 
     def sampling(self, cfg: Any, spec: Any) -> Any:
         return spec  # the model's own frame sampling

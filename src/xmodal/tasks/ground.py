@@ -134,6 +134,7 @@ class GroundTask:
     columns = ("query", "start", "end", "duration")
     monitor = "val_R1@0.5"
     report = ("R1@0.5", "R1@0.3", "R1@0.7", "mIoU")
+    baselines = ()  # zero_shot is the training-free baseline
 
     def sampling(self, cfg: GroundConfig, spec: Any) -> Any:
         """Untrimmed clips: ``num_frames`` equal segments, the middle frame of each."""

@@ -106,6 +106,7 @@ class RetrieveTask:
     columns = ("caption",)
     monitor = "val_t2v_R@1"
     report = ("t2v_R@1", "t2v_R@5", "v2t_R@1", "t2v_median_rank")
+    baselines = ()  # zero_shot is the training-free baseline
 
     def sampling(self, cfg: Any, spec: Any) -> Any:
         return spec  # the model's own frame sampling
