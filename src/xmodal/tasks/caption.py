@@ -115,8 +115,8 @@ def mapping_form(cfg: CaptionConfig, head_cfg: HeadConfig) -> str:
 
 
 class PrefixMapper(nn.Module):
-    """Frame features ``[B, T, in_dim]`` -> a prefix ``[B, P, out_dim]`` of LM input embeddings (``P`` = T for
-    ``frames``, else ``prefix_length``)."""
+    """Frame features ``[B, T, in_dim]`` -> a prefix ``[B, P, out_dim]`` of LM input embeddings (``P`` =
+    ``prefix_length`` + T for ``frames``, else ``prefix_length``)."""
 
     def __init__(self, in_dim: int, out_dim: int, cfg: CaptionConfig, form: str, max_frames: int) -> None:
         super().__init__()
