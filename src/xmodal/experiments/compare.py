@@ -26,13 +26,14 @@ import torch
 from xmodal.alignment.train import AlignConfig
 from xmodal.backbones.lit import LiTConfig
 from xmodal.encoders.vision import VisionConfig
-from xmodal.config import apply_overrides, to_dict
+from xmodal.config import apply_overrides, from_dict, to_dict
 from xmodal.experiments.world import WorldConfig
 from xmodal.engine.fit import FitConfig
 from xmodal.errors import ConfigError
 from xmodal.strategies.base import STRATEGIES
 from xmodal.strategies.train import TransferConfig, check, split_rows, transfer
 from xmodal.tasks.base import TASKS
+from xmodal.tasks.multi import MultiConfig
 
 ALL: tuple[str, ...] = (
     "zero_shot", "linear_probe", "temporal_head:head.kind=mean", "temporal_head:head.kind=attention",
@@ -41,6 +42,8 @@ ALL: tuple[str, ...] = (
     "extra",
 )
 FAST: tuple[str, ...] = ("zero_shot", "linear_probe", "temporal_head", "side_network", "extra")
+FAST_MULTI: tuple[str, ...] = ("adapter",)  # "fast" for a multi-task compare: one shared set of adapted weights
+# (frozen strategies share nothing but the frozen backbone), each run beside its single-task runs
 # task -> (the world's manifest for it, task options its data needs, engine settings for it)
 WORLD_DATA: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "classify": ("videos", {}, {}),
@@ -83,21 +86,50 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
     return label, name, options
 
 
-def expand(strategies: Sequence[str]) -> list[str]:
+def expand(strategies: Sequence[str], multi: bool = False) -> list[str]:
     out: list[str] = []
     for s in strategies:
-        out.extend(ALL if s == "all" else FAST if s == "fast" else [s])
+        out.extend(ALL if s == "all" else (FAST_MULTI if multi else FAST) if s == "fast" else [s])
     if not out:
         raise ConfigError("compare: no strategies given")
     return list(dict.fromkeys(out))
 
 
+def multi_config(cfg: CompareConfig) -> MultiConfig | None:
+    """The config of a multi-task compare's task (a MultiConfig), else None."""
+    task = TASKS.get(cfg.transfer.task)
+    tcfg = from_dict(task.config_cls, dict(cfg.transfer.task_options), where=f"{cfg.transfer.task} task options")
+    return tcfg if isinstance(tcfg, MultiConfig) else None
+
+
+def subtasks(cfg: CompareConfig) -> tuple[str, ...]:
+    """The tasks of a multi-task compare, else ()."""
+    multi = multi_config(cfg)
+    return tuple(multi.tasks) if multi is not None else ()
+
+
+def minutes(cfg: CompareConfig, task: str) -> float:
+    """The training budget of one single-task run of ``task`` (the world's setting for it, else fit's)."""
+    default = cfg.transfer.fit.max_minutes
+    return default if cfg.data or task not in WORLD_DATA else WORLD_DATA[task][2].get("max_minutes", default)
+
+
 def world_rows(cfg: CompareConfig, say: Callable[[str], None]) -> tuple[list[dict[str, Any]], Path, CompareConfig]:
     """The built-in world's rows for ``cfg.transfer.task`` (generated or reused in ``out/world``) and
-    ``cfg`` with the task options that data needs."""
+    ``cfg`` with the task options that data needs; a multi-task compare gets the rows of each of its
+    tasks, named in a ``task`` column, and the sum of their budgets."""
     from xmodal.data.manifest import read_manifest
     from xmodal.experiments.world import generate_world, world_paths
 
+    tasks = subtasks(cfg)
+    if tasks:
+        parts = [world_rows(single(cfg, t), say) for t in tasks]
+        rows = [{**r, "task": t} for t, (part, _, _) in zip(tasks, parts) for r in part]
+        options = {t: dict(c.transfer.task_options) for t, (_, _, c) in zip(tasks, parts)}
+        fit = dataclasses.replace(cfg.transfer.fit, max_minutes=sum(minutes(cfg, t) for t in tasks))
+        transfer_cfg = dataclasses.replace(cfg.transfer, fit=fit, task_options={**cfg.transfer.task_options,
+                                                                                "options": options})
+        return rows, parts[0][1], dataclasses.replace(cfg, transfer=transfer_cfg)
     if cfg.transfer.task not in WORLD_DATA:
         raise ConfigError(f"compare: the built-in world has no data for task {cfg.transfer.task!r}; "
                           f"give --data (it has {sorted(WORLD_DATA)})")
@@ -198,22 +230,52 @@ def run_seeds(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], roo
     return merged
 
 
+def single(cfg: CompareConfig, task: str, options: dict[str, Any] | None = None) -> CompareConfig:
+    """``cfg`` for ``task`` alone within a multi-task compare: its options (from the multi-task options
+    unless given) and its own budget."""
+    options = dict(cfg.transfer.task_options).get("options", {}).get(task, {}) if options is None else options
+    fit = dataclasses.replace(cfg.transfer.fit, max_minutes=minutes(cfg, task))
+    return dataclasses.replace(cfg, transfer=dataclasses.replace(cfg.transfer, task=task, task_options=dict(options),
+                                                                 fit=fit))
+
+
+def run_alone(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, alone: dict[str, CompareConfig],
+              column: str, say: Callable[[str], None], decoded: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The single-task runs of one spec beside a multi-task run: each task on its rows (``column`` names a
+    row's task), cached in ``out/runs/<task>`` and shared with ``compare --task <task>`` runs of the same settings."""
+    out = {}
+    for task, cfg in alone.items():
+        rows = {k: [r for r in v if r.get(column) == task] for k, v in splits.items()}
+        out[task] = run_seeds(spec, base, rows, root, cfg, say, decoded.setdefault(task, {}))
+    return out
+
+
 def compare(cfg: CompareConfig | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every strategy of ``cfg.strategies`` on ``cfg.transfer.task`` and write the report."""
-    from xmodal.experiments.compare_report import write_compare_report
+    """Run every strategy of ``cfg.strategies`` on ``cfg.transfer.task`` and write the report. A
+    multi-task compare also runs each strategy on each of its tasks alone and reports them side by side."""
+    from xmodal.experiments.compare_report import multi_section, write_compare_report
 
     cfg = cfg or CompareConfig()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    specs = expand(cfg.strategies)
+    tasks = subtasks(cfg)
+    specs = expand(cfg.strategies, multi=bool(tasks))
     for spec in specs:  # unknown names and options fail before any work
         _, name, options = parse_spec(spec)
         check(dataclasses.replace(cfg.transfer, strategy=name, options=options))
     if cfg.seeds < 1:
         raise ConfigError(f"compare: seeds must be >= 1, got {cfg.seeds}")
     start = time.perf_counter()
+    budgets = {t: single(cfg, t) for t in tasks}  # the single-task budgets, before the multi-task one is set
     base, splits, root, cfg = prepare(cfg, say)
+    alone = {t: single(budgets[t], t, cfg.transfer.task_options["options"][t]) for t in tasks}
     decoded: dict[str, Any] = {}  # each split's clips, decoded once for every strategy
-    results = [run_seeds(spec, base, splits, root, cfg, say, decoded) for spec in specs]
+    results, singles, decoded_alone = [], {}, {}
+    for spec in specs:
+        results.append(run_seeds(spec, base, splits, root, cfg, say, decoded))
+        if tasks:
+            column = multi_config(cfg).task_column
+            singles[results[-1]["label"]] = run_alone(spec, base, splits, root, alone, column, say, decoded_alone)
+    extra = [multi_section(results, singles, tasks)] if tasks else []
     return write_compare_report(cfg, TASKS.get(cfg.transfer.task), results, base,
-                                {k: len(v) for k, v in splits.items()}, time.perf_counter() - start, say)
+                                {k: len(v) for k, v in splits.items()}, time.perf_counter() - start, say, extra)

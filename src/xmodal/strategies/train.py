@@ -33,7 +33,7 @@ from xmodal.engine.fit import FitConfig, History, fit
 from xmodal.errors import ConfigError
 from xmodal.strategies.base import STRATEGIES, VideoModel
 from xmodal.strategies.checkpoint import save_transfer
-from xmodal.strategies.data import ClipSet, load_split
+from xmodal.strategies.data import ClipSet, GroupedBatches, load_split
 from xmodal.engine.cache import to_device
 from xmodal.tasks.base import TASKS, take
 
@@ -160,8 +160,7 @@ def train(vm: VideoModel, train_clips: ClipSet, val_clips: ClipSet | None, cfg: 
     cache_seconds = time.perf_counter() - t0 if vm.frozen else 0.0
     if not any(p.requires_grad for p in vm.parameters()):
         return History(), cache_seconds
-    loader = DataLoader(range(len(train_clips)), batch_size=cfg.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(cfg.seed))
+    loader = _loader(vm, train_clips, cfg)
 
     def validate() -> dict[str, float]:
         metrics = evaluate(vm, val_clips, val, cfg.batch_size)
@@ -170,6 +169,15 @@ def train(vm: VideoModel, train_clips: ClipSet, val_clips: ClipSet | None, cfg: 
     history = fit(training_step(vm, train_clips, inputs), vm, loader, fit_config(cfg, vm),
                   evaluate=validate if val is not None else None, out=out / "train" if out is not None else None)
     return history, cache_seconds
+
+
+def _loader(vm: VideoModel, clips: ClipSet, cfg: TransferConfig) -> Any:
+    """Shuffled training batches of row indices (of one group each when the task asks, see ``batch_groups``)."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    groups = TASKS.get(vm.task).batch_groups(clips.targets)
+    if groups is None:
+        return DataLoader(range(len(clips)), batch_size=cfg.batch_size, shuffle=True, generator=generator)
+    return GroupedBatches(groups, cfg.batch_size, generator)
 
 
 def fit_config(cfg: TransferConfig, vm: VideoModel) -> FitConfig:
@@ -241,6 +249,7 @@ def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConf
         base = model.save_pretrained(out / "base").resolve()
     vm = build(model, cfg, meta)
     counts = parameter_counts(vm)
+    head = sum(p.numel() for p in vm.head.parameters() if p.requires_grad)  # the task head's share of the trainable
     with PeakMemory(next(vm.parameters()).device) as memory:
         t0 = time.perf_counter()
         history, cache_seconds = train(vm, train_clips, val_clips, cfg, out)
@@ -248,7 +257,8 @@ def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConf
     epochs = max(1, len(history.epochs))
     metrics: dict[str, Any] = {
         "task": cfg.task, "strategy": cfg.strategy, "frozen_backbone": vm.frozen, **_measure(vm, test_clips, cfg),
-        "trainable_params": counts["trainable"], "total_params": counts["total"],
+        "trainable_params": counts["trainable"], "total_params": counts["total"], "head_params": head,
+        "strategy_params": counts["trainable"] - head,
         "train_seconds": train_seconds, "cache_seconds": cache_seconds, "epochs": len(history.epochs),
         "seconds_per_epoch": history.train_seconds / epochs, "peak_memory_mb": memory.peak_mb,
         "flops_per_clip": flops_per_clip(vm, train_clips.pixels[0].to(next(vm.parameters()).device)),
