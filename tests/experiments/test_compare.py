@@ -22,3 +22,17 @@ def test_share_of_trainable_parameters_is_relative_to_the_reference() -> None:
     by_lora = {r["strategy"]: r["% of full"] for r in table_rows(results, "lora")}
     assert by_lora["temporal_head"] == 50.0 and by_lora["lora"] == 100.0
     assert all(math.isnan(r["% of full"]) for r in table_rows(results, "absent"))
+
+
+def test_multi_task_section_sets_each_task_beside_its_single_task_run() -> None:
+    from xmodal.experiments.compare_report import multi_section
+
+    multi = {**_result("adapter", 700), "score": 0.6, "classify_top1": 0.7, "ground_R1@0.5": 0.5,
+             "strategy_params": 100, "head_params": 600}
+    alone = {"classify": {"top1": 0.65, "strategy_params": 100, "head_params": 200, "train_seconds": 2.0},
+             "ground": {"R1@0.5": 0.55, "strategy_params": 100, "head_params": 400, "train_seconds": 3.0}}
+    title, text, rows = multi_section([multi], {"adapter": alone}, ("classify", "ground"))
+    assert [r["points"] for r in rows[:2]] == [5.0, -5.0]
+    summary = rows[2]
+    assert summary["alone"] == 0.6 and summary["multi-task"] == 0.6
+    assert summary["strategy params"] == "100 vs 200" and summary["train s"] == "1.0 vs 5.0"
