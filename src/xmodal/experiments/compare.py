@@ -28,6 +28,7 @@ from xmodal.backbones.lit import LiTConfig
 from xmodal.encoders.vision import VisionConfig
 from xmodal.config import apply_overrides, from_dict, to_dict
 from xmodal.experiments.world import WorldConfig
+from xmodal.experiments.world_render import COLOURS, SHAPES
 from xmodal.engine.fit import FitConfig
 from xmodal.errors import ConfigError
 from xmodal.strategies.base import STRATEGIES
@@ -49,6 +50,7 @@ WORLD_DATA: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "classify": ("videos", {}, {}),
     "retrieve": ("videos", {"match_columns": ["colour", "shape", "motion"]}, {}),  # clips of one description match
     "ground": ("grounding", {}, {"max_minutes": 2.0}),  # 16 frames per story, ~2.5 moments each: 2 min per run
+    "caption": ("captions", {"keywords": [*COLOURS, *SHAPES]}, {"max_minutes": 2.0}),  # keywords_exact: right colours, shapes
 }
 
 
