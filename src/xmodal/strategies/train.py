@@ -43,7 +43,7 @@ DEFAULT_LR = 3e-3  # heads, adapters, LoRA, prompts; strategies that unfreeze ba
 
 @dataclass
 class TransferConfig:
-    task: str = "classify"  # registered task (xmodal.tasks.TASKS): classify, retrieve, ground
+    task: str = "classify"  # registered task (xmodal.tasks.TASKS): classify, retrieve, ground, qa
     task_options: dict[str, Any] = field(default_factory=dict)  # the task's config fields, e.g. {"label_column": "y"}
     strategy: str = "temporal_head"  # registered strategy name (see xmodal.strategies.STRATEGIES)
     options: dict[str, Any] = field(default_factory=dict)  # the strategy's config fields, e.g. {"rank": 8}
@@ -227,7 +227,8 @@ def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConf
     engine's log and resumable state (``out/train``) and the transfer (``out/model``), which points
     to ``base`` (a checkpoint folder or hub name) or, when None, to a copy saved in ``out/base``.
     ``decoded``: a dict the caller keeps across runs on the same rows, base model and task (``compare``):
-    each split's clips are decoded once and reused."""
+    each split's clips are decoded once per frame sampling and reused (the targets are rebuilt for each
+    run's task options, e.g. a baseline's)."""
     from xmodal.eval.efficiency import PeakMemory, flops_per_clip, parameter_counts
 
     cfg = cfg or TransferConfig()
@@ -238,10 +239,11 @@ def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConf
     decoded = {} if decoded is None else decoded
 
     def load(rows: Sequence[dict[str, Any]] | None, desc: str) -> ClipSet | None:
-        if rows and desc not in decoded:
-            decoded[desc] = load_split(rows, task, tcfg, meta, spec, root, cfg.path_column, cfg.on_error,
-                                       cfg.num_workers, desc)
-        return decoded[desc] if rows else None
+        key = f"{desc} {spec}"  # clips decoded as this run's task samples them; targets are this run's own
+        if rows and key not in decoded:
+            decoded[key] = load_split(rows, task, tcfg, meta, spec, root, cfg.path_column, cfg.on_error,
+                                      cfg.num_workers, desc)
+        return dataclasses.replace(decoded[key], targets=task.targets(decoded[key].rows, meta, tcfg, desc)) if rows else None
 
     train_clips, val_clips = load(train_rows, "train rows"), load(val_rows, "val rows")
     test_clips = load(test_rows, "test rows") or val_clips
