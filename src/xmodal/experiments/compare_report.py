@@ -105,9 +105,9 @@ def write_compare_report(cfg: Any, task: Any, results: list[dict[str, Any]], bas
     seeded = [f"{head} std"] if cfg.seeds > 1 else []
     say("\n" + text_table(rows, ["strategy", "backbone", head, *seeded, *task.report[1:], "trainable", "% of full",
                                  "train s", "s/epoch", "clips/s", "MFLOPs/clip"]))
-    extra = [k for k in breakdown_keys(results, head) if k not in task.report]
-    if extra:
-        say("\n" + text_table(rows, ["strategy", head, *extra]))
+    broken_down = [k for k in breakdown_keys(results, head) if k not in task.report]
+    if broken_down:
+        say("\n" + text_table(rows, ["strategy", head, *broken_down]))
     for title, _, table in extra:
         say(f"\n{title}\n" + text_table(table, list(table[0]) if table else []))
     say(f"\nwall time {wall:.0f}s; report: {files['report']}")
