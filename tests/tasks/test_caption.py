@@ -150,16 +150,17 @@ def _fit(head: CaptionHead, seq, tokens, lengths, steps: int, lr: float = 3e-3) 
     return float(loss.detach())
 
 
-@pytest.mark.parametrize("beams", [1, 3])
-def test_the_prefix_decoder_overfits_a_few_captions(beams):
+@pytest.mark.parametrize("form,beams", [("frames", 1), ("frames", 3), ("transformer", 1), ("mlp", 1)])
+def test_the_prefix_decoder_overfits_a_few_captions(form, beams):
     torch.manual_seed(0)
     task, cfg = CaptionTask(), CaptionConfig(width=32, layers=1, heads=2, prefix_length=2, mapper_layers=1, dropout=0.0,
                                              max_length=14, num_frames=4, beams=beams)
     rows = [{"path": f"{k}.mp4", "caption": s} for k, s in enumerate(SENTENCES)]
     meta = task.meta(rows, cfg)
     targets = task.targets(rows, meta, cfg, "rows")
-    head = CaptionHead(8, meta, cfg, "transformer")
+    head = CaptionHead(8, meta, cfg, form)
     seq = torch.randn(4, 4, 8)
+    assert head.video(seq).shape == (4, 2 + 4 * (form == "frames"), 32)
     assert _fit(head, seq, targets["tokens"], targets["lengths"], 150) < 0.05
     with torch.no_grad():
         out = head.generate(seq)

@@ -7,9 +7,12 @@ prefix; the LM is fine-tuned ("MLP + GPT-2 tuning") or kept frozen ("transformer
 mapping network reads the strategy's frame features ``[B, T, F]`` (clips sampled in ``num_frames``
 equal segments, as captions tell the order of events) and its form follows the strategy's head: a
 linear map of the normalised mean frame (``linear_probe``), ClipCap's MLP over the mean frame
-(``head.kind=mean``), else ClipCap's transformer mapper over the frame sequence (``prefix_length``
-learned queries and the position-tagged frames through a transformer; the queries' outputs are the
-prefix). The LM (``tasks/decoder.py``) is any transformers causal LM by hub name or folder (``lm``,
+(``head.kind=mean``), else every frame projected into the LM's input space with a learned position
+(the prefix is the frame sequence, so the decoder's attention picks the frames each word needs, as
+visual tokens are fed to an LM in LLaVA: Liu et al., NeurIPS 2023). ClipCap's transformer mapper
+(``mapping=transformer``: ``prefix_length`` learned queries read the frames through a transformer) is
+an option: on small data it generalised worse than the plain projection of the frames.
+The LM (``tasks/decoder.py``) is any transformers causal LM by hub name or folder (``lm``,
 e.g. ``gpt2``) or, by default and offline, a small GPT-2-architecture decoder trained from scratch over
 a word vocabulary of the training captions. Decoding is greedy (``beams=1``) or beam search.
 
@@ -42,7 +45,7 @@ from xmodal.tasks.decoder import (HFTokenizer, LMStepper, WordTokenizer, beam_se
                                   greedy, pretrained_lm, scratch_lm, words)
 from xmodal.tasks.heads import HeadConfig, VideoHead
 
-MAPPINGS = ("transformer", "mlp", "linear")
+MAPPINGS = ("frames", "transformer", "mlp", "linear")
 
 
 @dataclass
@@ -54,13 +57,16 @@ class CaptionConfig:
     # of the training captions (kept in the transfer's meta); else a transformers hub name or folder, e.g. "gpt2"
     train_lm: bool = False  # fine-tune the pretrained ``lm`` (ClipCap's "GPT-2 tuning") or keep it frozen; the
     # scratch decoder always trains
-    prefix_length: int = 8  # input embeddings the mapping network puts before the caption
-    mapping: str = ""  # mapping network: "" = by the strategy's head kind (linear -> "linear" map of the mean
-    # frame, mean -> ClipCap's "mlp" over the mean frame, any other -> "transformer" over the frame sequence)
-    mapper_layers: int = 2  # transformer layers of the "transformer" mapping network
-    width: int = 128  # width of the mapping network and of the scratch decoder
+    mapping: str = ""  # mapping network: "frames" (each frame projected into the LM's input space, position-
+    # tagged: the prefix is ``prefix_length`` learned embeddings, then the frames), "transformer" (ClipCap's mapper: learned queries and the frames
+    # through a transformer; the queries' outputs are the prefix), "mlp" (ClipCap's MLP over the mean frame),
+    # "linear" (one linear map of the normalised mean frame); "" = by the strategy's head kind: linear ->
+    # "linear" (linear_probe), mean -> "mlp", any other -> "frames"
+    prefix_length: int = 8  # prefix embeddings the mapping makes (for "frames": learned ones, before the frames)
+    mapper_layers: int = 2  # transformer layers of the "transformer" mapping
+    width: int = 64  # width of the mapping network and of the scratch decoder
     layers: int = 2  # scratch decoder layers
-    heads: int = 4  # attention heads of the mapping network and of the scratch decoder
+    heads: int = 2  # attention heads of the mapping network and of the scratch decoder
     dropout: float = 0.1  # dropout of the scratch decoder
     max_length: int = 40  # most caption tokens: longer training captions are cut (with a warning that counts
     # them), and generation stops after this many tokens and the end token
@@ -105,40 +111,43 @@ def encode_captions(tokenizer: Any, captions: Sequence[str], max_length: int) ->
 
 def mapping_form(cfg: CaptionConfig, head_cfg: HeadConfig) -> str:
     """The mapping network's form: ``cfg.mapping``, else by the strategy's head kind."""
-    return cfg.mapping or {"linear": "linear", "mean": "mlp"}.get(head_cfg.kind, "transformer")
+    return cfg.mapping or {"linear": "linear", "mean": "mlp"}.get(head_cfg.kind, "frames")
 
 
 class PrefixMapper(nn.Module):
-    """Frame features ``[B, T, in_dim]`` -> a prefix ``[B, prefix_length, out_dim]`` of LM input embeddings."""
+    """Frame features ``[B, T, in_dim]`` -> a prefix ``[B, P, out_dim]`` of LM input embeddings (``P`` = T for
+    ``frames``, else ``prefix_length``)."""
 
     def __init__(self, in_dim: int, out_dim: int, cfg: CaptionConfig, form: str, max_frames: int) -> None:
         super().__init__()
         self.form, self.length, self.out_dim = form, cfg.prefix_length, out_dim
-        p = cfg.prefix_length
+        p, w = cfg.prefix_length, cfg.width
         if form == "linear":
             self.net = nn.Sequential(nn.LayerNorm(in_dim, elementwise_affine=False), nn.Linear(in_dim, p * out_dim))
-        elif form == "mlp":
+            return
+        if form == "mlp":
             hidden = max(p * out_dim // 2, 1)
             self.net = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.Tanh(), nn.Linear(hidden, p * out_dim))
-        else:
-            if cfg.width % cfg.heads:
-                raise ConfigError(f"caption width {cfg.width} is not a multiple of heads {cfg.heads}")
-            w = cfg.width
-            self.frame = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, w))
-            self.pos = nn.Parameter(torch.randn(1, max_frames, w) * 0.02)
-            self.queries = nn.Parameter(torch.randn(1, p, w) * 0.02)
+            return
+        self.frame = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, w))
+        self.pos = nn.Parameter(torch.randn(1, max_frames, w) * 0.02)
+        self.out = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, out_dim))
+        self.queries = nn.Parameter(torch.randn(1, p, w) * 0.02)
+        if form == "transformer":
+            if w % cfg.heads or cfg.mapper_layers < 1:
+                raise ConfigError(f"caption transformer mapping: width {w} must be a multiple of heads {cfg.heads} "
+                                  f"and mapper_layers ({cfg.mapper_layers}) >= 1")
             layer = nn.TransformerEncoderLayer(w, cfg.heads, 2 * w, 0.0, activation="gelu", batch_first=True, norm_first=True)
             self.encoder = nn.TransformerEncoder(layer, cfg.mapper_layers, enable_nested_tensor=False)
-            self.out = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, out_dim))
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        if self.form != "transformer":
+        if self.form in ("linear", "mlp"):
             return self.net(seq.mean(1)).view(len(seq), self.length, self.out_dim)
         if seq.shape[1] > self.pos.shape[1]:
             raise ConfigError(f"clip has {seq.shape[1]} frames; the caption head was built for {self.pos.shape[1]}")
         frames = self.frame(seq) + self.pos[:, : seq.shape[1]]
         x = torch.cat([self.queries.expand(len(seq), -1, -1), frames], 1)
-        return self.out(self.encoder(x)[:, : self.length])
+        return self.out(x if self.form == "frames" else self.encoder(x)[:, : self.length])
 
 
 class CaptionHead(VideoHead):
@@ -151,13 +160,14 @@ class CaptionHead(VideoHead):
             self.lm = pretrained_lm(cfg.lm)
             self.lm.requires_grad_(cfg.train_lm)
         else:
-            self.lm = scratch_lm(self.tokenizer.vocab_size, cfg.prefix_length + cfg.max_length + 1, cfg.width,
+            prefix = cfg.prefix_length + (meta["num_frames"] if form == "frames" else 0)
+            self.lm = scratch_lm(self.tokenizer.vocab_size, prefix + cfg.max_length + 1, cfg.width,
                                  cfg.layers, cfg.heads, cfg.dropout)
         dim = self.lm.get_input_embeddings().embedding_dim
         self.mapper = PrefixMapper(seq_width, dim, cfg, form, meta["num_frames"])
 
     def video(self, seq: torch.Tensor) -> torch.Tensor:
-        """The prefix ``[B, prefix_length, D]`` (the LM's input embedding space)."""
+        """The prefix ``[B, P, D]`` (the LM's input embedding space)."""
         return self.mapper(seq)
 
     def token_nll(self, seq: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
