@@ -22,3 +22,46 @@ def test_share_of_trainable_parameters_is_relative_to_the_reference() -> None:
     by_lora = {r["strategy"]: r["% of full"] for r in table_rows(results, "lora")}
     assert by_lora["temporal_head"] == 50.0 and by_lora["lora"] == 100.0
     assert all(math.isnan(r["% of full"]) for r in table_rows(results, "absent"))
+
+
+def test_multi_task_section_sets_each_task_beside_its_single_task_run() -> None:
+    from xmodal.experiments.compare_report import multi_section
+
+    multi = {**_result("adapter", 700), "score": 0.6, "classify_top1": 0.7, "ground_R1@0.5": 0.5,
+             "strategy_params": 100, "head_params": 600}
+    alone = {"classify": {"top1": 0.65, "strategy_params": 100, "head_params": 200, "train_seconds": 2.0},
+             "ground": {"R1@0.5": 0.55, "strategy_params": 100, "head_params": 400, "train_seconds": 3.0}}
+    title, text, rows = multi_section([multi], {"adapter": alone}, ("classify", "ground"))
+    assert [r["points"] for r in rows[:2]] == [5.0, -5.0]
+    summary = rows[2]
+    assert summary["alone"] == 0.6 and summary["multi-task"] == 0.6
+    assert summary["strategy params"] == "100 vs 200" and summary["train s"] == "1.0 vs 5.0"
+
+
+def test_task_baselines_run_after_the_strategies_with_their_task_options() -> None:
+    import dataclasses
+
+    from xmodal.experiments.compare import planned, transfer_config
+    from xmodal.strategies.train import TransferConfig
+
+    cfg = CompareConfig(strategies=("zero_shot", "temporal_head:head.kind=conv"),
+                        transfer=TransferConfig(task="qa", task_options={"num_frames": 8}))
+    runs = planned(cfg)
+    assert [r[0] for r in runs] == ["zero_shot", "temporal_head[kind=conv]", "question_only"]
+    label, name, options, overrides = runs[-1]
+    assert name == "linear_probe" and overrides == {"use_video": False}
+    assert transfer_config(cfg, runs[-1], 3).task_options == {"num_frames": 8, "use_video": False}
+    assert transfer_config(cfg, runs[0], 3).task_options == {"num_frames": 8}
+    assert [r[0] for r in planned(dataclasses.replace(cfg, baselines=False))] == ["zero_shot", "temporal_head[kind=conv]"]
+    assert planned(dataclasses.replace(cfg, transfer=TransferConfig(task="classify")))[-1][0] == "temporal_head[kind=conv]"
+
+
+def test_breakdown_figures_close_the_table_row() -> None:
+    from xmodal.experiments.compare_report import breakdown_keys
+
+    results = [{**_result("full", 10), "accuracy": 0.5, "accuracy_held_out_true": 0.25, "accuracy_std": 0.1,
+                "accuracy_runs": [0.5, 0.5], "seeds": [0, 1]}, {**_result("lora", 5), "accuracy": 0.75, "accuracy_kind_after": 1.0}]
+    assert breakdown_keys(results, "accuracy") == ["accuracy_held_out_true", "accuracy_kind_after"]
+    rows = table_rows(results, "full", ("accuracy",))
+    assert rows[0]["accuracy_held_out_true"] == 0.25 and math.isnan(rows[0]["accuracy_kind_after"])
+    assert list(rows[1])[-2:] == ["accuracy_held_out_true", "accuracy_kind_after"]

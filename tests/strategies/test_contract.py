@@ -23,13 +23,25 @@ ROWS = [{"path": f"{k}.mp4", "label": c, "caption": f"a shape {c}", "query": f"t
          "answer": c} for k, c in enumerate(CLASSES)]
 PAIRS = [(s, t) for t in TASKS.names() for s in STRATEGIES.names()]
 TINY: dict[str, dict] = {  # task options that fit the tiny models (tasks that sample frames take the clips' count)
+    "qa": {"width": 8, "heads": 2, "layers": 1},
     "caption": {"max_length": 6, "width": 16, "layers": 1, "heads": 2, "prefix_length": 2, "mapper_layers": 1, "beams": 2},
 }
 
 
+MULTI = ["ground", "qa", "caption"]  # the tasks of the multi-task pairs (one row each)
+
+
 def tiny_options(task: str, frames: int) -> dict:
+    """Options of ``task`` for the tiny clips (tasks that sample frames take the clips' count)."""
+    if task == "multi":
+        return {"tasks": MULTI, "options": {t: tiny_options(t, frames) for t in MULTI}}
     fields = {f.name for f in dataclasses.fields(TASKS.get(task).config_cls)}
     return {**({"num_frames": frames} if "num_frames" in fields else {}), **TINY.get(task, {})}
+
+
+def rows_for(task: str) -> list[dict]:
+    """ROWS, each naming one of the multi-task tasks in turn when ``task`` is ``multi``."""
+    return [{**r, "task": MULTI[i % len(MULTI)]} for i, r in enumerate(ROWS)] if task == "multi" else ROWS
 
 
 def close(a, b, atol: float = 1e-5) -> bool:
@@ -50,9 +62,10 @@ def _made(model, strategy: str, task: str, clips: torch.Tensor, **options):
     t = TASKS.get(task)
     cfg = TransferConfig(task=task, strategy=strategy, options=options, task_options=tiny_options(task, clips.shape[1]))
     tcfg = from_dict(t.config_cls, cfg.task_options)
-    meta = t.meta(ROWS, tcfg)
+    rows = rows_for(task)
+    meta = t.meta(rows, tcfg)
     vm = build(model, cfg, meta)
-    data = ClipSet(clips, torch.arange(len(clips)), t.targets(ROWS, meta, tcfg, "rows"), [r["path"] for r in ROWS], ROWS)
+    data = ClipSet(clips, torch.arange(len(clips)), t.targets(rows, meta, tcfg, "rows"), [r["path"] for r in rows], rows)
     return vm, data
 
 

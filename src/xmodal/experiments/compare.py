@@ -8,7 +8,9 @@ trainable parameters and vs training time (``compare_report.py``).
 Without a model and data it uses the built-in world: a LiT model with a small ViT vision tower is
 first aligned on the world's images (cached in ``out/base`` so re-runs skip it), then transferred to
 the task on the world's data for it (``WORLD_DATA``: the 8 motion classes of its clips, their captions,
-the moments of its stories). Finished strategies are cached in ``out/runs/<task>/<name>`` too.
+the moments of its stories, the questions about them). After the strategies, the task's ``baselines``
+run as rows of their own (``qa``: the question-only head, which never sees the video). Finished runs
+are cached in ``out/runs/<task>/<label>`` too.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import torch
 from xmodal.alignment.train import AlignConfig
 from xmodal.backbones.lit import LiTConfig
 from xmodal.encoders.vision import VisionConfig
-from xmodal.config import apply_overrides, to_dict
+from xmodal.config import apply_overrides, from_dict, to_dict
+from xmodal.experiments.compare_report import breakdown_keys, multi_section, write_compare_report
 from xmodal.experiments.world import WorldConfig
 from xmodal.experiments.world_render import COLOURS, SHAPES
 from xmodal.engine.fit import FitConfig
@@ -34,6 +37,7 @@ from xmodal.errors import ConfigError
 from xmodal.strategies.base import STRATEGIES
 from xmodal.strategies.train import TransferConfig, check, split_rows, transfer
 from xmodal.tasks.base import TASKS
+from xmodal.tasks.multi import MultiConfig
 
 ALL: tuple[str, ...] = (
     "zero_shot", "linear_probe", "temporal_head:head.kind=mean", "temporal_head:head.kind=attention",
@@ -41,13 +45,17 @@ ALL: tuple[str, ...] = (
     "full", "partial:mode=last_k", "partial:mode=bitfit", "adapter", "adapter:temporal=false", "lora", "prompt",
     "extra",
 )
+Run = tuple[str, str, dict[str, Any], dict[str, Any]]  # label, strategy, its options, task option overrides
 FAST: tuple[str, ...] = ("zero_shot", "linear_probe", "temporal_head", "side_network", "extra")
+FAST_MULTI: tuple[str, ...] = ("adapter",)  # "fast" for a multi-task compare: one shared set of adapted weights
+# (frozen strategies share nothing but the frozen backbone), each run beside its single-task runs
 # task -> (the world's manifest for it, task options its data needs, engine settings for it)
 WORLD_DATA: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "classify": ("videos", {}, {}),
     "retrieve": ("videos", {"match_columns": ["colour", "shape", "motion"]}, {}),  # clips of one description match
     "ground": ("grounding", {}, {"max_minutes": 2.0}),  # 16 frames per story, ~2.5 moments each: 2 min per run
     "caption": ("captions", {"keywords": [*COLOURS, *SHAPES]}, {"max_minutes": 2.0}),  # keywords_exact: right colours, shapes
+    "qa": ("qa", {"breakdown_columns": ["kind", "held_out"]}, {"max_minutes": 2.0}),  # ~3 questions per story
 }
 
 
@@ -67,7 +75,8 @@ class CompareConfig:
         batch_size=128, label_column="", fit=FitConfig(epochs=15, lr=2e-3, monitor="", progress=False)))  # alignment
     # of that LiT base: pairs only (no class positives), so the embedding keeps each caption's size and place
     transfer: TransferConfig = field(default_factory=TransferConfig)  # shared settings of every strategy run,
-    # its ``task`` (classify, retrieve, ground) and ``task_options`` included
+    # its ``task`` (classify, retrieve, ground, qa) and ``task_options`` included
+    baselines: bool = True  # also run the task's baselines (e.g. qa without the video) after the strategies
     seeds: int = 1  # training runs per strategy, seeded transfer.seed, +1, ...; > 1 reports mean and std of
     # the accuracies (on small data one run's top-1 moves by several points with the seed alone)
     reference: str = "full"  # strategy whose trainable parameters are 100% ("% of full" column)
@@ -85,21 +94,65 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
     return label, name, options
 
 
-def expand(strategies: Sequence[str]) -> list[str]:
+def planned(cfg: CompareConfig) -> list[Run]:
+    """The runs of a compare: every strategy spec, then (``cfg.baselines``) the task's baselines."""
+    runs = [(*parse_spec(spec), {}) for spec in expand(cfg.strategies, multi=bool(subtasks(cfg)))]
+    if cfg.baselines:
+        runs += [(label, name, {}, dict(overrides)) for label, name, overrides in TASKS.get(cfg.transfer.task).baselines]
+    return runs
+
+
+def transfer_config(cfg: CompareConfig, spec: Run, seed: int) -> TransferConfig:
+    """The shared transfer settings with one run's strategy, its options and task option overrides."""
+    _, name, options, overrides = spec
+    return dataclasses.replace(cfg.transfer, strategy=name, options=options, seed=seed,
+                               task_options={**cfg.transfer.task_options, **overrides})
+
+
+def expand(strategies: Sequence[str], multi: bool = False) -> list[str]:
     out: list[str] = []
     for s in strategies:
-        out.extend(ALL if s == "all" else FAST if s == "fast" else [s])
+        out.extend(ALL if s == "all" else (FAST_MULTI if multi else FAST) if s == "fast" else [s])
     if not out:
         raise ConfigError("compare: no strategies given")
     return list(dict.fromkeys(out))
 
 
+def multi_config(cfg: CompareConfig) -> MultiConfig | None:
+    """The config of a multi-task compare's task (a MultiConfig), else None."""
+    task = TASKS.get(cfg.transfer.task)
+    tcfg = from_dict(task.config_cls, dict(cfg.transfer.task_options), where=f"{cfg.transfer.task} task options")
+    return tcfg if isinstance(tcfg, MultiConfig) else None
+
+
+def subtasks(cfg: CompareConfig) -> tuple[str, ...]:
+    """The tasks of a multi-task compare, else ()."""
+    multi = multi_config(cfg)
+    return tuple(multi.tasks) if multi is not None else ()
+
+
+def minutes(cfg: CompareConfig, task: str) -> float:
+    """The training budget of one single-task run of ``task`` (the world's setting for it, else fit's)."""
+    default = cfg.transfer.fit.max_minutes
+    return default if cfg.data or task not in WORLD_DATA else WORLD_DATA[task][2].get("max_minutes", default)
+
+
 def world_rows(cfg: CompareConfig, say: Callable[[str], None]) -> tuple[list[dict[str, Any]], Path, CompareConfig]:
     """The built-in world's rows for ``cfg.transfer.task`` (generated or reused in ``out/world``) and
-    ``cfg`` with the task options that data needs."""
+    ``cfg`` with the task options that data needs; a multi-task compare gets the rows of each of its
+    tasks, named in a ``task`` column, and the sum of their budgets."""
     from xmodal.data.manifest import read_manifest
     from xmodal.experiments.world import generate_world, world_paths
 
+    tasks = subtasks(cfg)
+    if tasks:
+        parts = [world_rows(single(cfg, t), say) for t in tasks]
+        rows = [{**r, "task": t} for t, (part, _, _) in zip(tasks, parts) for r in part]
+        options = {t: dict(c.transfer.task_options) for t, (_, _, c) in zip(tasks, parts)}
+        fit = dataclasses.replace(cfg.transfer.fit, max_minutes=sum(minutes(cfg, t) for t in tasks))
+        transfer_cfg = dataclasses.replace(cfg.transfer, fit=fit, task_options={**cfg.transfer.task_options,
+                                                                                "options": options})
+        return rows, parts[0][1], dataclasses.replace(cfg, transfer=transfer_cfg)
     if cfg.transfer.task not in WORLD_DATA:
         raise ConfigError(f"compare: the built-in world has no data for task {cfg.transfer.task!r}; "
                           f"give --data (it has {sorted(WORLD_DATA)})")
@@ -147,18 +200,19 @@ def prepare(cfg: CompareConfig, say: Callable[[str], None]
     return base, split_rows(rows, cfg.transfer.task_options.get("label_column", "label")), root, cfg
 
 
-def run_one(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
+def run_one(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
             say: Callable[[str], None], k: int = 0, decoded: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Transfer a fresh copy of the base with one strategy spec and the ``k``-th seed; cached in
-    ``out/runs/<task>/<label>`` (``<label>@seed<seed>`` for k > 0) and reused only when the base, the
-    data and every setting are the same (a run folder of other settings is cleared). ``decoded`` keeps
-    the decoded clips of each split across the runs of one compare."""
+    """Transfer a fresh copy of the base with one run (a strategy spec or a task baseline) and the
+    ``k``-th seed; cached in ``out/runs/<task>/<label>`` (``<label>@seed<seed>`` for k > 0) and reused
+    only when the base, the data and every setting (task option overrides included) are the same (a run
+    folder of other settings is cleared). ``decoded`` keeps the decoded clips of each split across the
+    runs of one compare."""
     from xmodal.api import load
 
-    label, name, options = parse_spec(spec)
+    label, name, options, overrides = spec
     seed = cfg.transfer.seed + k
     run = Path(cfg.out) / "runs" / cfg.transfer.task / (label if k == 0 else f"{label}@seed{seed}")
-    tcfg = dataclasses.replace(cfg.transfer, strategy=name, options=options, seed=seed)
+    tcfg = transfer_config(cfg, spec, seed)
     tcfg.fit = dataclasses.replace(tcfg.fit, progress=False, verbose=False)
     _, task_cfg, _, strategy_cfg = check(tcfg)  # the settings in full, defaults included
     key = json.loads(json.dumps({"base": base, "data": cfg.data or to_dict(cfg.world), "transfer": to_dict(tcfg),
@@ -174,7 +228,10 @@ def run_one(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root:
     t0 = time.perf_counter()
     res = transfer(load(base), splits["train"], tcfg, splits["val"] or None, splits["test"] or None, root=root, out=run,
                    base=base, decoded=decoded)
-    metrics = {"label": label, "paper": STRATEGIES.get(name).paper, "options": options, "seed": seed, **res.metrics,
+    paper = STRATEGIES.get(name).paper
+    if overrides:
+        paper = f"baseline: the {name} strategy with task options {json.dumps(overrides)} ({paper})"
+    metrics = {"label": label, "paper": paper, "options": options, "seed": seed, **res.metrics,
                "wall_seconds": time.perf_counter() - t0, "run_key": key}
     metrics.pop("confusion", None)
     done.write_text(json.dumps(metrics, indent=2, default=float))
@@ -184,7 +241,7 @@ def run_one(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root:
     return metrics
 
 
-def run_seeds(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
+def run_seeds(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
               say: Callable[[str], None], decoded: dict[str, Any] | None = None) -> dict[str, Any]:
     """``cfg.seeds`` runs of one spec: the first run's record with the task's report metrics and the
     train time averaged, their standard deviations as ``<key>_std`` and every run's headline metric
@@ -194,28 +251,55 @@ def run_seeds(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], roo
         return runs[0]
     report = TASKS.get(cfg.transfer.task).report
     merged = dict(runs[0], seeds=[r["seed"] for r in runs], **{f"{report[0]}_runs": [r[report[0]] for r in runs]})
-    for key in (*report, "train_seconds"):
+    for key in (*report, *breakdown_keys(runs, report[0]), "train_seconds"):
         values = torch.tensor([float(r.get(key, float("nan"))) for r in runs], dtype=torch.float64)
         merged[key], merged[f"{key}_std"] = float(values.mean()), float(values.std())
     return merged
 
 
-def compare(cfg: CompareConfig | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every strategy of ``cfg.strategies`` on ``cfg.transfer.task`` and write the report."""
-    from xmodal.experiments.compare_report import write_compare_report
+def single(cfg: CompareConfig, task: str, options: dict[str, Any] | None = None) -> CompareConfig:
+    """``cfg`` for ``task`` alone within a multi-task compare: its options (from the multi-task options
+    unless given) and its own budget."""
+    options = dict(cfg.transfer.task_options).get("options", {}).get(task, {}) if options is None else options
+    fit = dataclasses.replace(cfg.transfer.fit, max_minutes=minutes(cfg, task))
+    return dataclasses.replace(cfg, transfer=dataclasses.replace(cfg.transfer, task=task, task_options=dict(options),
+                                                                 fit=fit))
 
+
+def run_alone(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, alone: dict[str, CompareConfig],
+              column: str, say: Callable[[str], None], decoded: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The single-task runs of one spec beside a multi-task run: each task on its rows (``column`` names a
+    row's task), cached in ``out/runs/<task>`` and shared with ``compare --task <task>`` runs of the same settings."""
+    out = {}
+    for task, cfg in alone.items():
+        rows = {k: [r for r in v if r.get(column) == task] for k, v in splits.items()}
+        out[task] = run_seeds(spec, base, rows, root, cfg, say, decoded.setdefault(task, {}))
+    return out
+
+
+def compare(cfg: CompareConfig | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every strategy of ``cfg.strategies`` on ``cfg.transfer.task`` and write the report. A
+    multi-task compare also runs each strategy on each of its tasks alone and reports them side by side."""
     cfg = cfg or CompareConfig()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    specs = expand(cfg.strategies)
+    tasks = subtasks(cfg)
+    specs = planned(cfg)
     for spec in specs:  # unknown names and options fail before any work
-        _, name, options = parse_spec(spec)
-        check(dataclasses.replace(cfg.transfer, strategy=name, options=options))
+        check(transfer_config(cfg, spec, cfg.transfer.seed))
     if cfg.seeds < 1:
         raise ConfigError(f"compare: seeds must be >= 1, got {cfg.seeds}")
     start = time.perf_counter()
+    budgets = {t: single(cfg, t) for t in tasks}  # the single-task budgets, before the multi-task one is set
     base, splits, root, cfg = prepare(cfg, say)
+    alone = {t: single(budgets[t], t, cfg.transfer.task_options["options"][t]) for t in tasks}
     decoded: dict[str, Any] = {}  # each split's clips, decoded once for every strategy
-    results = [run_seeds(spec, base, splits, root, cfg, say, decoded) for spec in specs]
+    results, singles, decoded_alone = [], {}, {}
+    for spec in specs:
+        results.append(run_seeds(spec, base, splits, root, cfg, say, decoded))
+        if tasks:
+            column = multi_config(cfg).task_column
+            singles[results[-1]["label"]] = run_alone(spec, base, splits, root, alone, column, say, decoded_alone)
+    extra = [multi_section(results, singles, tasks)] if tasks else []
     return write_compare_report(cfg, TASKS.get(cfg.transfer.task), results, base,
-                                {k: len(v) for k, v in splits.items()}, time.perf_counter() - start, say)
+                                {k: len(v) for k, v in splits.items()}, time.perf_counter() - start, say, extra)

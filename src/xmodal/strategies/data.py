@@ -66,3 +66,24 @@ def load_split(rows: Sequence[dict[str, Any]], task: Any, task_cfg: Any, meta: d
     clip = torch.tensor([where[str(r[path_column])] for r in rows], dtype=torch.long)
     targets = task.targets(rows, meta, task_cfg, desc)
     return ClipSet(pixels, clip, targets, [paths[k] for k in kept], list(rows), skipped)
+
+
+class GroupedBatches:
+    """Shuffled batches of row indices, each from one group (``groups [N]``): rows are shuffled within
+    their group, cut into batches of ``batch_size`` and the batches of all groups shuffled together,
+    anew every epoch from ``generator`` (a multi-task run: each step one task)."""
+
+    def __init__(self, groups: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
+        self.members = [(groups == g).nonzero()[:, 0] for g in groups.unique().tolist()]
+        self.batch_size, self.generator = batch_size, generator
+
+    def __len__(self) -> int:
+        return sum(-(-len(m) // self.batch_size) for m in self.members)
+
+    def __iter__(self):
+        batches = []
+        for m in self.members:
+            shuffled = m[torch.randperm(len(m), generator=self.generator)]
+            batches.extend(shuffled.split(self.batch_size))
+        for i in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[i]

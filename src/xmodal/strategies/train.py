@@ -33,7 +33,7 @@ from xmodal.engine.fit import FitConfig, History, fit
 from xmodal.errors import ConfigError
 from xmodal.strategies.base import STRATEGIES, VideoModel
 from xmodal.strategies.checkpoint import save_transfer
-from xmodal.strategies.data import ClipSet, load_split
+from xmodal.strategies.data import ClipSet, GroupedBatches, load_split
 from xmodal.engine.cache import to_device
 from xmodal.tasks.base import TASKS, take
 
@@ -43,7 +43,7 @@ DEFAULT_LR = 3e-3  # heads, adapters, LoRA, prompts; strategies that unfreeze ba
 
 @dataclass
 class TransferConfig:
-    task: str = "classify"  # registered task (xmodal.tasks.TASKS): classify, retrieve, ground
+    task: str = "classify"  # registered task (xmodal.tasks.TASKS): classify, retrieve, ground, qa
     task_options: dict[str, Any] = field(default_factory=dict)  # the task's config fields, e.g. {"label_column": "y"}
     strategy: str = "temporal_head"  # registered strategy name (see xmodal.strategies.STRATEGIES)
     options: dict[str, Any] = field(default_factory=dict)  # the strategy's config fields, e.g. {"rank": 8}
@@ -160,8 +160,7 @@ def train(vm: VideoModel, train_clips: ClipSet, val_clips: ClipSet | None, cfg: 
     cache_seconds = time.perf_counter() - t0 if vm.frozen else 0.0
     if not any(p.requires_grad for p in vm.parameters()):
         return History(), cache_seconds
-    loader = DataLoader(range(len(train_clips)), batch_size=cfg.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(cfg.seed))
+    loader = _loader(vm, train_clips, cfg)
 
     def validate() -> dict[str, float]:
         metrics = evaluate(vm, val_clips, val, cfg.batch_size)
@@ -170,6 +169,15 @@ def train(vm: VideoModel, train_clips: ClipSet, val_clips: ClipSet | None, cfg: 
     history = fit(training_step(vm, train_clips, inputs), vm, loader, fit_config(cfg, vm),
                   evaluate=validate if val is not None else None, out=out / "train" if out is not None else None)
     return history, cache_seconds
+
+
+def _loader(vm: VideoModel, clips: ClipSet, cfg: TransferConfig) -> Any:
+    """Shuffled training batches of row indices (of one group each when the task asks, see ``batch_groups``)."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    groups = TASKS.get(vm.task).batch_groups(clips.targets)
+    if groups is None:
+        return DataLoader(range(len(clips)), batch_size=cfg.batch_size, shuffle=True, generator=generator)
+    return GroupedBatches(groups, cfg.batch_size, generator)
 
 
 def fit_config(cfg: TransferConfig, vm: VideoModel) -> FitConfig:
@@ -219,7 +227,8 @@ def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConf
     engine's log and resumable state (``out/train``) and the transfer (``out/model``), which points
     to ``base`` (a checkpoint folder or hub name) or, when None, to a copy saved in ``out/base``.
     ``decoded``: a dict the caller keeps across runs on the same rows, base model and task (``compare``):
-    each split's clips are decoded once and reused."""
+    each split's clips are decoded once per frame sampling and reused (the targets are rebuilt for each
+    run's task options, e.g. a baseline's)."""
     from xmodal.eval.efficiency import PeakMemory, flops_per_clip, parameter_counts
 
     cfg = cfg or TransferConfig()
@@ -230,10 +239,11 @@ def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConf
     decoded = {} if decoded is None else decoded
 
     def load(rows: Sequence[dict[str, Any]] | None, desc: str) -> ClipSet | None:
-        if rows and desc not in decoded:
-            decoded[desc] = load_split(rows, task, tcfg, meta, spec, root, cfg.path_column, cfg.on_error,
-                                       cfg.num_workers, desc)
-        return decoded[desc] if rows else None
+        key = f"{desc} {spec}"  # clips decoded as this run's task samples them; targets are this run's own
+        if rows and key not in decoded:
+            decoded[key] = load_split(rows, task, tcfg, meta, spec, root, cfg.path_column, cfg.on_error,
+                                      cfg.num_workers, desc)
+        return dataclasses.replace(decoded[key], targets=task.targets(decoded[key].rows, meta, tcfg, desc)) if rows else None
 
     train_clips, val_clips = load(train_rows, "train rows"), load(val_rows, "val rows")
     test_clips = load(test_rows, "test rows") or val_clips
@@ -241,6 +251,7 @@ def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConf
         base = model.save_pretrained(out / "base").resolve()
     vm = build(model, cfg, meta)
     counts = parameter_counts(vm)
+    head = sum(p.numel() for p in vm.head.parameters() if p.requires_grad)  # the task head's share of the trainable
     with PeakMemory(next(vm.parameters()).device) as memory:
         t0 = time.perf_counter()
         history, cache_seconds = train(vm, train_clips, val_clips, cfg, out)
@@ -248,7 +259,8 @@ def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConf
     epochs = max(1, len(history.epochs))
     metrics: dict[str, Any] = {
         "task": cfg.task, "strategy": cfg.strategy, "frozen_backbone": vm.frozen, **_measure(vm, test_clips, cfg),
-        "trainable_params": counts["trainable"], "total_params": counts["total"],
+        "trainable_params": counts["trainable"], "total_params": counts["total"], "head_params": head,
+        "strategy_params": counts["trainable"] - head,
         "train_seconds": train_seconds, "cache_seconds": cache_seconds, "epochs": len(history.epochs),
         "seconds_per_epoch": history.train_seconds / epochs, "peak_memory_mb": memory.peak_mb,
         "flops_per_clip": flops_per_clip(vm, train_clips.pixels[0].to(next(vm.parameters()).device)),

@@ -15,6 +15,8 @@ captioning, question answering). A registered task is an object with:
 - ``meta(rows, cfg)``: what the head is built for, from the training rows (e.g. the class names);
 - ``targets(rows, meta, cfg, where)``: per-row targets (tensors ``[N, ...]`` or lists of N items);
   a bad row is a DataError naming the manifest and the row;
+- ``batch_groups(targets)``: ``[N]`` group ids when a training batch must hold rows of one group only
+  (the tasks of a multi-task run), else None;
 - ``head(model, meta, cfg, head_cfg, trainable)``: the head module over ``[B, T, F]`` (its
   ``video(seq)`` gives the video-only output that efficiency figures time); ``trainable=False``
   asks for the parameter-free zero-shot head over frame embeddings in the shared space;
@@ -53,6 +55,8 @@ class Task(Protocol):
     def meta(self, rows: Sequence[dict[str, Any]], cfg: Any) -> dict[str, Any]: ...
 
     def targets(self, rows: Sequence[dict[str, Any]], meta: dict[str, Any], cfg: Any, where: str) -> dict[str, Any]: ...
+
+    def batch_groups(self, targets: dict[str, Any]) -> torch.Tensor | None: ...
 
     def head(self, model: Any, meta: dict[str, Any], cfg: Any, head_cfg: Any, trainable: bool) -> nn.Module: ...
 

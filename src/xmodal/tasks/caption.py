@@ -283,6 +283,9 @@ class CaptionTask:
             by_clip.setdefault(clip, []).append(caption)
         return {"captions": captions, "references": [by_clip[c] for c in clips], "tokens": tokens, "lengths": lengths}
 
+    def batch_groups(self, targets: dict[str, Any]) -> torch.Tensor | None:
+        return None  # batches mix any rows
+
     def head(self, model: Any, meta: dict[str, Any], cfg: CaptionConfig, head_cfg: HeadConfig, trainable: bool) -> nn.Module:
         check_config(cfg)
         if not trainable:

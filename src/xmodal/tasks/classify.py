@@ -99,6 +99,9 @@ class ClassifyTask:
             raise DataError(where, f"class(es) {unknown[:5]} are not among the training classes {meta['classes'][:10]}")
         return {"labels": torch.tensor([index[x] for x in labels])}
 
+    def batch_groups(self, targets: dict[str, Any]) -> torch.Tensor | None:
+        return None  # batches mix any rows
+
     def head(self, model: Any, meta: dict[str, Any], cfg: ClassifyConfig, head_cfg: HeadConfig, trainable: bool) -> nn.Module:
         if not trainable:
             return ZeroShotClassHead(model, meta["classes"], cfg.templates)

@@ -154,6 +154,9 @@ class GroundTask:
                "spans": torch.stack([start, end], 1), "duration": duration}
         return {**out, **span_targets(start, end, duration, meta["num_frames"])}
 
+    def batch_groups(self, targets: dict[str, Any]) -> torch.Tensor | None:
+        return None  # batches mix any rows
+
     def head(self, model: Any, meta: dict[str, Any], cfg: GroundConfig, head_cfg: HeadConfig, trainable: bool) -> nn.Module:
         return GroundingHead(model.seq_width, model.embed_dim, cfg, meta["num_frames"]) if trainable else SlidingWindow()
 

@@ -119,6 +119,9 @@ class RetrieveTask:
         keys = [[str(v) for v in column(rows, c, where)] for c in cfg.match_columns] if cfg.match_columns else [captions]
         return {"captions": captions, "groups": group_ids(list(zip(*keys)))}
 
+    def batch_groups(self, targets: dict[str, Any]) -> torch.Tensor | None:
+        return None  # batches mix any rows
+
     def head(self, model: Any, meta: dict[str, Any], cfg: RetrieveConfig, head_cfg: HeadConfig, trainable: bool) -> nn.Module:
         return RetrievalHead(model, head_cfg, cfg) if trainable else MeanEmbedding()
 
