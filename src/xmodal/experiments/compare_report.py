@@ -60,7 +60,8 @@ def plot_frontier(rows: list[dict[str, Any]], x: str, path: Path, xlabel: str, m
             best = yv
     ax.plot(*zip(*frontier), "--", color="grey", label=f"frontier (best {metric} so far)")
     ax.set_xscale("log")
-    ax.set_ylim(-0.02, 1.02)
+    top = max((y for _, y, _ in pts if y == y), default=1.0)
+    ax.set_ylim(-0.02, 1.02 if top <= 1 else top * 1.05)  # rates in [0, 1]; CIDEr-D and the like above
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"test {metric}")
     ax.set_title("blue: frozen backbone, orange: backbone tuned")
