@@ -7,8 +7,12 @@ features are projected to the fusion width, tagged with their position and mixed
 encoder, so that every frame knows what happens before and after it; the question and each choice
 (the question added to it) are text tokens that, block after block, attend to each other (choices
 compare themselves) and to the frames (cross-attention). A choice's score is read from its token;
-open-ended, the question token is classified over the answer vocabulary. With ``use_video=False``
-the same head has no cross-attention and no video part: the question-only baseline.
+open-ended, the question token is classified over the answer vocabulary. Text embeddings are
+standardised per feature first, and a choice also enters as its difference from the row's other
+choices: sentence embeddings of one template differ in a few features only. Strategies that average
+the frames (head kind ``linear`` or ``mean``: the linear probe) give the fusion one order-blind frame
+token. With ``use_video=False`` the same head has no cross-attention and no video part: the
+question-only baseline.
 """
 
 from __future__ import annotations
@@ -21,6 +25,29 @@ from torch import nn
 from xmodal.tasks.heads import HeadConfig, VideoHead
 
 ORDER_BLIND = ("linear", "mean")  # strategy head kinds that average the frames (the fusion then sees one token)
+
+
+class Standardise(nn.Module):
+    """Per-feature standardisation of text embeddings by running statistics of the training batches (nothing
+    learned). Sentences of one template share most of their embedding ("what colour is the shape moving
+    left / right?"); scaled to unit variance per feature, the few features that tell them apart are what
+    the projection sees first."""
+
+    def __init__(self, dim: int, momentum: float = 0.05) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("var", torch.ones(dim))
+        self.register_buffer("seen", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and len(x) > 1:
+            with torch.no_grad():
+                rate = self.momentum if self.seen > 0 else 1.0
+                self.mean.lerp_(x.mean(0).float(), rate)
+                self.var.lerp_(x.var(0).float(), rate)
+                self.seen += 1
+        return (x - self.mean) / (self.var + 1e-5).sqrt()
 
 
 class FusionBlock(nn.Module):
@@ -59,8 +86,9 @@ class FusionHead(VideoHead):
                                                norm_first=True)
             self.temporal = nn.TransformerEncoder(layer, cfg.video_layers, enable_nested_tensor=False)
             self.memory_norm = nn.LayerNorm(w)
-        self.question = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, w))
-        self.choice = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, w))
+        self.question_norm, self.choice_norm = Standardise(text_dim), Standardise(text_dim)
+        self.question = nn.Linear(text_dim, w)
+        self.choice = nn.Linear(2 * text_dim, w)  # a choice, and how it differs from the row's other choices
         self.kind = nn.Parameter(torch.randn(2, w) * 0.02)  # token type: question, choice
         self.blocks = nn.ModuleList(FusionBlock(w, cfg.heads, cfg.dropout, self.use_video) for _ in range(cfg.layers))
         self.out = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, answers or 1))
@@ -80,14 +108,17 @@ class FusionHead(VideoHead):
         return tokens
 
     def choices(self, seq: torch.Tensor, question: torch.Tensor, choices: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        q = self.question(question)[:, None] + self.kind[0]
-        c = self.choice(choices) + q + self.kind[1]
+        q = self.question(self.question_norm(question))[:, None] + self.kind[0]
+        c = torch.zeros_like(choices)
+        c[mask] = self.choice_norm(choices[mask]).to(c.dtype)
+        centred = c - c.sum(1, keepdim=True) / mask.sum(1, keepdim=True)[..., None]
+        c = self.choice(torch.cat([c, centred], -1)) + q + self.kind[1]
         pad = torch.cat([mask.new_zeros(len(mask), 1), ~mask], 1)
         scores = self.out(self.fuse(seq, torch.cat([q, c], 1), pad)[:, 1:])[..., 0]
         return scores.masked_fill(~mask, float("-inf"))
 
     def open(self, seq: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
-        q = self.question(question)[:, None] + self.kind[0]
+        q = self.question(self.question_norm(question))[:, None] + self.kind[0]
         return self.out(self.fuse(seq, q, None)[:, 0])
 
 
