@@ -173,6 +173,8 @@ def test_queries_and_captions_name_the_objects_in_order(stories):
             assert any(p in e["query"] for p in MOTION_PHRASES[e["motion"]])
             where.append(s["caption"].index(f"{e['colour']} {e['shape']}"))
         assert where == sorted(where)
+        still = [o for o in s["objects"] if not o["moves"]]  # a caption names every object, the still one last
+        assert all(s["caption"].endswith(f"the {o['colour']} {o['shape']} stays still") for o in still)
 
 
 def test_grounding_and_captions_match_the_stories(world, stories):

@@ -50,7 +50,7 @@ from xmodal.errors import ConfigError, DataError
 from xmodal.modalities.audio import write_wav
 from xmodal.modalities.video import write_video
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a caption names the still object of its story whenever there is one
 IMAGE_SPLITS = ("train", "val", "test_seen", "test_unseen")
 VIDEO_SPLITS = ("train", "val", "test")
 IMAGE_COLUMNS = ("path", "label", "caption", "split", "colour", "shape", "size", "position")

@@ -8,7 +8,8 @@ side). A mover rests at its motion's start state, performs the motion during its
 rests at the end state afterwards; it is drawn on top while it moves (it may pass over others; objects
 at rest are placed apart from each other wherever one of 64 tries allows). Events are sequential and never
 overlap: 8-14 frames each at 32 frames per story (scaled to ``story_frames``), 0-4 frames apart, with
-idle frames before the first and after the last allowed. Times are seconds: ``start = first frame / fps``
+idle frames before the first and after the last allowed. The caption names every event's object in order and, when
+there is one, the still object last ("..., while the green star stays still"). Times are seconds: ``start = first frame / fps``
 and ``end = (last frame + 1) / fps`` (end exclusive).
 
 Train and val stories never show a held-out colour-shape combination; every other test story (``k``
@@ -158,7 +159,8 @@ def _caption(rng: np.random.Generator, cast: list[tuple[str, str]], motions: lis
         text = f"first {said[0]}{middle}, {'and finally' if len(said) > 2 else 'then'} {said[-1]}"
     else:
         text = (", then " if style == 0 else "; after that ").join(said)
-    if len(cast) > len(motions) and rng.random() < 0.5:
+    rng.random()  # (drawn before format 2, which names a still object in every caption: keeps the other draws)
+    if len(cast) > len(motions):
         text += f", while the {cast[-1][0]} {cast[-1][1]} stays still"
     return text
 
