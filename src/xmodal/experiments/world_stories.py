@@ -8,9 +8,9 @@ side). A mover rests at its motion's start state, performs the motion during its
 rests at the end state afterwards; it is drawn on top while it moves (it may pass over others; objects
 at rest are placed apart from each other wherever one of 64 tries allows). Events are sequential and never
 overlap: 8-14 frames each at 32 frames per story (scaled to ``story_frames``), 0-4 frames apart, with
-idle frames before the first and after the last allowed. The caption names every event's object in order and, when
-there is one, the still object last ("..., while the green star stays still"). Times are seconds: ``start = first frame / fps``
-and ``end = (last frame + 1) / fps`` (end exclusive).
+idle frames before the first and after the last allowed. The caption names every event's object in
+order and, when there is one, the still object last ("..., while the green star stays still"). Times are
+seconds: ``start = first frame / fps`` and ``end = (last frame + 1) / fps`` (end exclusive).
 
 Train and val stories never show a held-out colour-shape combination; every other test story (``k``
 even) has one as a mover. See :func:`build_stories` for the manifests.
