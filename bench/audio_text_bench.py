@@ -5,11 +5,13 @@
 - ``text``: audio is bound directly to the locked MiniLM text tower on (audio, word) pairs (CLAP-style:
   a trained text projection head, a learnable temperature, repeated words as positives, class-balanced
   batches, augmented log-mels decoded once).
+- ``supervised`` (a reference, not a binding): av_digits_bench.py's audio-only classifier on the same split.
 
 Both are scored by zero-shot top-1 of the spoken digits from the ten digit words, on FSDD's official
 test split and with one speaker held out (trained on the other five speakers' train rows, tested on
 all 500 of the held-out speaker's). Real data from ``../shared/data/av-digits/pairs.csv``, read with the
-ordinary manifest loader; "bind s" is the wall time of ``xmodal.bind`` (decoding included, cold cache)::
+ordinary manifest loader; "bind s" is the wall time of ``xmodal.bind`` (decoding included, cold cache; for
+``supervised``, of its training)::
 
     python bench/audio_text_bench.py [--data ../shared/data/av-digits] [--routes image,text]
         [--splits official,theo] [--out bench-out/audio-text]
@@ -89,18 +91,34 @@ def to_text(train, test, root, out, args) -> tuple[float, float, float]:
     return audio, float("nan"), seconds
 
 
-ROUTES = {"image": through_images, "text": to_text}
+def supervised(train, test, root, out, args) -> tuple[float, float, float]:
+    """Reference: the audio-only supervised classifier of av_digits_bench.py (labels, no text), same split."""
+    from xmodal.fusion.evaluate import evaluate_fusion
+    from xmodal.fusion.train import FuseConfig, fuse
+
+    torch.manual_seed(0)
+    encoders = {"audio": {"encoder": "audio_cnn", "config": AUDIO_CNN, "spec": AUDIO_SPEC}}
+    cfg = FuseConfig(fusion="late", modalities=("audio",), columns=("audio",), encoders=encoders, modality_dropout=0.0,
+                     fit=fit_cfg(args.supervised_epochs, 3e-3))
+    start = time.perf_counter()
+    res = fuse(train, cfg, root=root)
+    seconds = time.perf_counter() - start
+    return evaluate_fusion(res.model, test, ("audio",), root=root).subsets["audio"], float("nan"), seconds
+
+
+ROUTES = {"image": through_images, "text": to_text, "supervised": supervised}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "av-digits"))
-    p.add_argument("--routes", default="image,text", help="comma-separated: image, text")
+    p.add_argument("--routes", default="image,text", help="comma-separated: image, text, supervised (audio-only reference)")
     p.add_argument("--splits", default="official,theo", help="comma-separated: official and/or held-out speaker names")
     p.add_argument("--align-epochs", type=int, default=4, help="image route: LiT image-text epochs")
     p.add_argument("--image-epochs", type=int, default=8, help="image route: audio -> image bind epochs")
     p.add_argument("--text-epochs", type=int, default=20, help="text route: audio -> text bind epochs")
     p.add_argument("--text-lr", type=float, default=3e-3, help="text route: peak learning rate")
+    p.add_argument("--supervised-epochs", type=int, default=4, help="supervised reference: epochs (av_digits_bench's)")
     p.add_argument("--out", default="bench-out/audio-text")
     args = p.parse_args()
     root, out = Path(args.data), Path(args.out)

@@ -35,9 +35,10 @@ def mean_pairwise_cosine(x: torch.Tensor) -> float:
 
 @torch.no_grad()
 def effective_rank(x: torch.Tensor) -> float:
-    """``exp(H(p))`` with ``p`` the singular values of the L2-normalised rows of ``x``, summing to one."""
-    x = nn.functional.normalize(x.detach().float(), dim=-1)
-    s = torch.linalg.svdvals(x)
+    """``exp(H(p))`` with ``p`` the singular values of the L2-normalised rows of ``x``, summing to one
+    (from the eigenvalues of their ``[B, B]`` Gram matrix: cheaper than an SVD of ``[B, D]``)."""
+    x = nn.functional.normalize(x.detach().double(), dim=-1)
+    s = torch.linalg.eigvalsh(x @ x.t()).clamp(min=0).sqrt()
     p = s / s.sum().clamp(min=1e-12)
     p = p[p > 0]
     return float(torch.exp(-(p * p.log()).sum()))
