@@ -130,8 +130,21 @@ def _media(root: Path, av: Path) -> None:
     (root / "more").mkdir()
     for image in images[-2:]:
         shutil.copy(image, root / "more" / image.name)
+    _mixed(world, root)
     _pairs(av, root)
     (root / "bench").symlink_to(REPO / "bench")
+
+
+def _mixed(world: Path, root: Path) -> None:
+    """``mixed.jsonl``: the world's clips as classification rows and its questions, each naming its task."""
+    import csv
+    import json
+
+    with (world / "videos.csv").open(newline="") as fh:
+        rows = [{**r, "task": "classify"} for r in csv.DictReader(fh)]
+    rows += [{**json.loads(line), "task": "qa"} for line in (world / "qa.jsonl").read_text().splitlines() if line.strip()]
+    with (root / "mixed.jsonl").open("w") as fh:
+        fh.writelines(json.dumps({**r, "path": f"data/{r['path']}"}) + "\n" for r in rows)
 
 
 def _pairs(av: Path, root: Path, train: int = 2, test: int = 1) -> None:

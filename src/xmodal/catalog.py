@@ -106,7 +106,7 @@ def list_strategies(pattern: str | None = None) -> list[str]:
 
 
 def list_tasks(pattern: str | None = None) -> list[str]:
-    """Registered video tasks (classify, retrieve, ground): what ``xmodal transfer --task`` takes."""
+    """Registered video tasks (classify, retrieve, ground, qa): what ``xmodal transfer --task`` takes."""
     return _names("tasks", pattern)
 
 

@@ -114,7 +114,7 @@ def test_transfer_checks_strategy_and_options_first(missing_media, tmp_path, cap
 def test_transfer_and_compare_check_the_task_and_its_options_first(missing_media, tmp_path, capsys):
     run = ["transfer", "--model", str(tmp_path / "no-model"), "--data", missing_media, "--out", str(tmp_path / "r"),
            "--strategy", "temporal_head"]
-    _fails_fast([*run, "--task", "grnd"], capsys, "argument --task: unknown task 'grnd'; known: classify")
+    _fails_fast([*run, "--task", "grnd"], capsys, "argument --task: unknown task 'grnd'; known: caption, classify")
     _fails_fast([*run, "--task", "ground", "--task-option", "num_frame=8"], capsys, "ground task options",
                 "['num_frame']", "'num_frames'")
     compare = ["compare", "--model", str(tmp_path / "no-model"), "--data", missing_media, "--out", str(tmp_path / "c")]

@@ -36,3 +36,32 @@ def test_multi_task_section_sets_each_task_beside_its_single_task_run() -> None:
     summary = rows[2]
     assert summary["alone"] == 0.6 and summary["multi-task"] == 0.6
     assert summary["strategy params"] == "100 vs 200" and summary["train s"] == "1.0 vs 5.0"
+
+
+def test_task_baselines_run_after_the_strategies_with_their_task_options() -> None:
+    import dataclasses
+
+    from xmodal.experiments.compare import planned, transfer_config
+    from xmodal.strategies.train import TransferConfig
+
+    cfg = CompareConfig(strategies=("zero_shot", "temporal_head:head.kind=conv"),
+                        transfer=TransferConfig(task="qa", task_options={"num_frames": 8}))
+    runs = planned(cfg)
+    assert [r[0] for r in runs] == ["zero_shot", "temporal_head[kind=conv]", "question_only"]
+    label, name, options, overrides = runs[-1]
+    assert name == "linear_probe" and overrides == {"use_video": False}
+    assert transfer_config(cfg, runs[-1], 3).task_options == {"num_frames": 8, "use_video": False}
+    assert transfer_config(cfg, runs[0], 3).task_options == {"num_frames": 8}
+    assert [r[0] for r in planned(dataclasses.replace(cfg, baselines=False))] == ["zero_shot", "temporal_head[kind=conv]"]
+    assert planned(dataclasses.replace(cfg, transfer=TransferConfig(task="classify")))[-1][0] == "temporal_head[kind=conv]"
+
+
+def test_breakdown_figures_close_the_table_row() -> None:
+    from xmodal.experiments.compare_report import breakdown_keys
+
+    results = [{**_result("full", 10), "accuracy": 0.5, "accuracy_held_out_true": 0.25, "accuracy_std": 0.1,
+                "accuracy_runs": [0.5, 0.5], "seeds": [0, 1]}, {**_result("lora", 5), "accuracy": 0.75, "accuracy_kind_after": 1.0}]
+    assert breakdown_keys(results, "accuracy") == ["accuracy_held_out_true", "accuracy_kind_after"]
+    rows = table_rows(results, "full", ("accuracy",))
+    assert rows[0]["accuracy_held_out_true"] == 0.25 and math.isnan(rows[0]["accuracy_kind_after"])
+    assert list(rows[1])[-2:] == ["accuracy_held_out_true", "accuracy_kind_after"]

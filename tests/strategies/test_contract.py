@@ -22,10 +22,13 @@ ROWS = [{"path": f"{k}.mp4", "label": c, "caption": f"a shape {c}", "query": f"t
          "end": 0.5 * k + 1.0, "duration": 2.0, "question": "what does the shape do?", "choices": CLASSES,
          "answer": c} for k, c in enumerate(CLASSES)]
 PAIRS = [(s, t) for t in TASKS.names() for s in STRATEGIES.names()]
-TINY: dict[str, dict] = {}  # task options that fit the tiny models (tasks that sample frames take the clips' count)
+TINY: dict[str, dict] = {  # task options that fit the tiny models (tasks that sample frames take the clips' count)
+    "qa": {"width": 8, "heads": 2, "layers": 1},
+    "caption": {"max_length": 6, "width": 16, "layers": 1, "heads": 2, "prefix_length": 2, "mapper_layers": 1, "beams": 2},
+}
 
 
-MULTI = ["classify", "retrieve", "ground"]  # the tasks of the multi-task pairs (one row each)
+MULTI = ["ground", "qa", "caption"]  # the tasks of the multi-task pairs (one row each)
 
 
 def tiny_options(task: str, frames: int) -> dict:

@@ -8,7 +8,9 @@ trainable parameters and vs training time (``compare_report.py``).
 Without a model and data it uses the built-in world: a LiT model with a small ViT vision tower is
 first aligned on the world's images (cached in ``out/base`` so re-runs skip it), then transferred to
 the task on the world's data for it (``WORLD_DATA``: the 8 motion classes of its clips, their captions,
-the moments of its stories). Finished strategies are cached in ``out/runs/<task>/<name>`` too.
+the moments of its stories, the questions about them). After the strategies, the task's ``baselines``
+run as rows of their own (``qa``: the question-only head, which never sees the video). Finished runs
+are cached in ``out/runs/<task>/<label>`` too.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from xmodal.alignment.train import AlignConfig
 from xmodal.backbones.lit import LiTConfig
 from xmodal.encoders.vision import VisionConfig
 from xmodal.config import apply_overrides, from_dict, to_dict
+from xmodal.experiments.compare_report import breakdown_keys, multi_section, write_compare_report
 from xmodal.experiments.world import WorldConfig
+from xmodal.experiments.world_render import COLOURS, SHAPES
 from xmodal.engine.fit import FitConfig
 from xmodal.errors import ConfigError
 from xmodal.strategies.base import STRATEGIES
@@ -41,6 +45,7 @@ ALL: tuple[str, ...] = (
     "full", "partial:mode=last_k", "partial:mode=bitfit", "adapter", "adapter:temporal=false", "lora", "prompt",
     "extra",
 )
+Run = tuple[str, str, dict[str, Any], dict[str, Any]]  # label, strategy, its options, task option overrides
 FAST: tuple[str, ...] = ("zero_shot", "linear_probe", "temporal_head", "side_network", "extra")
 FAST_MULTI: tuple[str, ...] = ("adapter",)  # "fast" for a multi-task compare: one shared set of adapted weights
 # (frozen strategies share nothing but the frozen backbone), each run beside its single-task runs
@@ -49,6 +54,8 @@ WORLD_DATA: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "classify": ("videos", {}, {}),
     "retrieve": ("videos", {"match_columns": ["colour", "shape", "motion"]}, {}),  # clips of one description match
     "ground": ("grounding", {}, {"max_minutes": 2.0}),  # 16 frames per story, ~2.5 moments each: 2 min per run
+    "caption": ("captions", {"keywords": [*COLOURS, *SHAPES]}, {"max_minutes": 2.0}),  # keywords_exact: right colours, shapes
+    "qa": ("qa", {"breakdown_columns": ["kind", "held_out"]}, {"max_minutes": 2.0}),  # ~3 questions per story
 }
 
 
@@ -68,7 +75,8 @@ class CompareConfig:
         batch_size=128, label_column="", fit=FitConfig(epochs=15, lr=2e-3, monitor="", progress=False)))  # alignment
     # of that LiT base: pairs only (no class positives), so the embedding keeps each caption's size and place
     transfer: TransferConfig = field(default_factory=TransferConfig)  # shared settings of every strategy run,
-    # its ``task`` (classify, retrieve, ground) and ``task_options`` included
+    # its ``task`` (classify, retrieve, ground, qa) and ``task_options`` included
+    baselines: bool = True  # also run the task's baselines (e.g. qa without the video) after the strategies
     seeds: int = 1  # training runs per strategy, seeded transfer.seed, +1, ...; > 1 reports mean and std of
     # the accuracies (on small data one run's top-1 moves by several points with the seed alone)
     reference: str = "full"  # strategy whose trainable parameters are 100% ("% of full" column)
@@ -84,6 +92,21 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
     pairs = [kv.split("=", 1) for kv in rest.split(",") if kv]
     label = name if not pairs else name + "[" + ",".join(k.split(".")[-1] + "=" + v for k, v in pairs) + "]"
     return label, name, options
+
+
+def planned(cfg: CompareConfig) -> list[Run]:
+    """The runs of a compare: every strategy spec, then (``cfg.baselines``) the task's baselines."""
+    runs = [(*parse_spec(spec), {}) for spec in expand(cfg.strategies, multi=bool(subtasks(cfg)))]
+    if cfg.baselines:
+        runs += [(label, name, {}, dict(overrides)) for label, name, overrides in TASKS.get(cfg.transfer.task).baselines]
+    return runs
+
+
+def transfer_config(cfg: CompareConfig, spec: Run, seed: int) -> TransferConfig:
+    """The shared transfer settings with one run's strategy, its options and task option overrides."""
+    _, name, options, overrides = spec
+    return dataclasses.replace(cfg.transfer, strategy=name, options=options, seed=seed,
+                               task_options={**cfg.transfer.task_options, **overrides})
 
 
 def expand(strategies: Sequence[str], multi: bool = False) -> list[str]:
@@ -177,18 +200,19 @@ def prepare(cfg: CompareConfig, say: Callable[[str], None]
     return base, split_rows(rows, cfg.transfer.task_options.get("label_column", "label")), root, cfg
 
 
-def run_one(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
+def run_one(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
             say: Callable[[str], None], k: int = 0, decoded: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Transfer a fresh copy of the base with one strategy spec and the ``k``-th seed; cached in
-    ``out/runs/<task>/<label>`` (``<label>@seed<seed>`` for k > 0) and reused only when the base, the
-    data and every setting are the same (a run folder of other settings is cleared). ``decoded`` keeps
-    the decoded clips of each split across the runs of one compare."""
+    """Transfer a fresh copy of the base with one run (a strategy spec or a task baseline) and the
+    ``k``-th seed; cached in ``out/runs/<task>/<label>`` (``<label>@seed<seed>`` for k > 0) and reused
+    only when the base, the data and every setting (task option overrides included) are the same (a run
+    folder of other settings is cleared). ``decoded`` keeps the decoded clips of each split across the
+    runs of one compare."""
     from xmodal.api import load
 
-    label, name, options = parse_spec(spec)
+    label, name, options, overrides = spec
     seed = cfg.transfer.seed + k
     run = Path(cfg.out) / "runs" / cfg.transfer.task / (label if k == 0 else f"{label}@seed{seed}")
-    tcfg = dataclasses.replace(cfg.transfer, strategy=name, options=options, seed=seed)
+    tcfg = transfer_config(cfg, spec, seed)
     tcfg.fit = dataclasses.replace(tcfg.fit, progress=False, verbose=False)
     _, task_cfg, _, strategy_cfg = check(tcfg)  # the settings in full, defaults included
     key = json.loads(json.dumps({"base": base, "data": cfg.data or to_dict(cfg.world), "transfer": to_dict(tcfg),
@@ -204,7 +228,10 @@ def run_one(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root:
     t0 = time.perf_counter()
     res = transfer(load(base), splits["train"], tcfg, splits["val"] or None, splits["test"] or None, root=root, out=run,
                    base=base, decoded=decoded)
-    metrics = {"label": label, "paper": STRATEGIES.get(name).paper, "options": options, "seed": seed, **res.metrics,
+    paper = STRATEGIES.get(name).paper
+    if overrides:
+        paper = f"baseline: the {name} strategy with task options {json.dumps(overrides)} ({paper})"
+    metrics = {"label": label, "paper": paper, "options": options, "seed": seed, **res.metrics,
                "wall_seconds": time.perf_counter() - t0, "run_key": key}
     metrics.pop("confusion", None)
     done.write_text(json.dumps(metrics, indent=2, default=float))
@@ -214,7 +241,7 @@ def run_one(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root:
     return metrics
 
 
-def run_seeds(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
+def run_seeds(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
               say: Callable[[str], None], decoded: dict[str, Any] | None = None) -> dict[str, Any]:
     """``cfg.seeds`` runs of one spec: the first run's record with the task's report metrics and the
     train time averaged, their standard deviations as ``<key>_std`` and every run's headline metric
@@ -224,7 +251,7 @@ def run_seeds(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], roo
         return runs[0]
     report = TASKS.get(cfg.transfer.task).report
     merged = dict(runs[0], seeds=[r["seed"] for r in runs], **{f"{report[0]}_runs": [r[report[0]] for r in runs]})
-    for key in (*report, "train_seconds"):
+    for key in (*report, *breakdown_keys(runs, report[0]), "train_seconds"):
         values = torch.tensor([float(r.get(key, float("nan"))) for r in runs], dtype=torch.float64)
         merged[key], merged[f"{key}_std"] = float(values.mean()), float(values.std())
     return merged
@@ -253,16 +280,13 @@ def run_alone(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], roo
 def compare(cfg: CompareConfig | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every strategy of ``cfg.strategies`` on ``cfg.transfer.task`` and write the report. A
     multi-task compare also runs each strategy on each of its tasks alone and reports them side by side."""
-    from xmodal.experiments.compare_report import multi_section, write_compare_report
-
     cfg = cfg or CompareConfig()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     tasks = subtasks(cfg)
-    specs = expand(cfg.strategies, multi=bool(tasks))
+    specs = planned(cfg)
     for spec in specs:  # unknown names and options fail before any work
-        _, name, options = parse_spec(spec)
-        check(dataclasses.replace(cfg.transfer, strategy=name, options=options))
+        check(transfer_config(cfg, spec, cfg.transfer.seed))
     if cfg.seeds < 1:
         raise ConfigError(f"compare: seeds must be >= 1, got {cfg.seeds}")
     start = time.perf_counter()

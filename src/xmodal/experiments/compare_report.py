@@ -8,13 +8,23 @@ from typing import Any, Callable, Sequence
 import torch
 
 
+def breakdown_keys(results: Sequence[dict[str, Any]], head: str) -> list[str]:
+    """Numeric ``<head>_<...>`` keys of any result (a task's breakdown, e.g. ``accuracy_held_out_true``),
+    sorted; seed summaries (``_std``, ``_runs``) left out."""
+    keys = {k for r in results for k, v in r.items() if k.startswith(f"{head}_") and isinstance(v, (int, float))
+            and not isinstance(v, bool) and not k.endswith(("_std", "_runs"))}
+    return sorted(keys)
+
+
 def table_rows(results: list[dict[str, Any]], reference: str, report: Sequence[str] = ("top1", "top5")
                ) -> list[dict[str, Any]]:
     """One summary row per strategy (the Markdown / terminal table): the task's ``report`` metrics
     (the first one with its standard deviation over seeds, when there are several), then efficiency;
-    "% of full" is relative to the trainable parameters of the ``reference`` run's label."""
+    "% of full" is relative to the trainable parameters of the ``reference`` run's label; a task's
+    breakdown figures (``breakdown_keys``) close the row."""
     full = next((r["trainable_params"] for r in results if r["label"] == reference), None)
     head = report[0]
+    extra = [k for k in breakdown_keys(results, head) if k not in report]
     rows = []
     for r in results:
         rows.append({
@@ -28,6 +38,7 @@ def table_rows(results: list[dict[str, Any]], reference: str, report: Sequence[s
             "s/epoch": round(r["seconds_per_epoch"], 3), "epochs": r["epochs"],
             "peak MB": round(r["peak_memory_mb"], 1), "clips/s": round(r.get("throughput_clips_per_s", float("nan")), 1),
             "MFLOPs/clip": round(r["flops_per_clip"] / 1e6, 2),
+            **{k: round(float(r.get(k, float("nan"))), 4) for k in extra},
         })
     return rows
 
@@ -49,7 +60,8 @@ def plot_frontier(rows: list[dict[str, Any]], x: str, path: Path, xlabel: str, m
             best = yv
     ax.plot(*zip(*frontier), "--", color="grey", label=f"frontier (best {metric} so far)")
     ax.set_xscale("log")
-    ax.set_ylim(-0.02, 1.02)
+    top = max((y for _, y, _ in pts if y == y), default=1.0)
+    ax.set_ylim(-0.02, 1.02 if top <= 1 else top * 1.05)  # rates in [0, 1]; CIDEr-D and the like above
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"test {metric}")
     ax.set_title("blue: frozen backbone, orange: backbone tuned")
@@ -94,6 +106,9 @@ def write_compare_report(cfg: Any, task: Any, results: list[dict[str, Any]], bas
     seeded = [f"{head} std"] if cfg.seeds > 1 else []
     say("\n" + text_table(rows, ["strategy", "backbone", head, *seeded, *task.report[1:], "trainable", "% of full",
                                  "train s", "s/epoch", "clips/s", "MFLOPs/clip"]))
+    broken_down = [k for k in breakdown_keys(results, head) if k not in task.report]
+    if broken_down:
+        say("\n" + text_table(rows, ["strategy", head, *broken_down]))
     for title, _, table in extra:
         say(f"\n{title}\n" + text_table(table, list(table[0]) if table else []))
     say(f"\nwall time {wall:.0f}s; report: {files['report']}")

@@ -43,7 +43,7 @@ DEFAULT_LR = 3e-3  # heads, adapters, LoRA, prompts; strategies that unfreeze ba
 
 @dataclass
 class TransferConfig:
-    task: str = "classify"  # registered task (xmodal.tasks.TASKS): classify, retrieve, ground
+    task: str = "classify"  # registered task (xmodal.tasks.TASKS): classify, retrieve, ground, qa
     task_options: dict[str, Any] = field(default_factory=dict)  # the task's config fields, e.g. {"label_column": "y"}
     strategy: str = "temporal_head"  # registered strategy name (see xmodal.strategies.STRATEGIES)
     options: dict[str, Any] = field(default_factory=dict)  # the strategy's config fields, e.g. {"rank": 8}
@@ -217,6 +217,16 @@ def _measure(vm: VideoModel, test_clips: ClipSet | None, cfg: TransferConfig) ->
             "throughput_clips_per_s": throughput(vm, test_clips.pixels, cfg.batch_size)}
 
 
+def _counts(vm: VideoModel) -> dict[str, int]:
+    """Trainable and total parameters, and the trainable split into the task head's and the strategy's own."""
+    from xmodal.eval.efficiency import parameter_counts
+
+    counts = parameter_counts(vm)
+    head = sum(p.numel() for p in vm.head.parameters() if p.requires_grad)
+    return {"trainable_params": counts["trainable"], "total_params": counts["total"], "head_params": head,
+            "strategy_params": counts["trainable"] - head}
+
+
 def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConfig | None = None,
              val_rows: Sequence[dict[str, Any]] | None = None, test_rows: Sequence[dict[str, Any]] | None = None,
              root: str | Path | None = None, out: str | Path | None = None, base: str | Path | None = None,
@@ -227,8 +237,9 @@ def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConf
     engine's log and resumable state (``out/train``) and the transfer (``out/model``), which points
     to ``base`` (a checkpoint folder or hub name) or, when None, to a copy saved in ``out/base``.
     ``decoded``: a dict the caller keeps across runs on the same rows, base model and task (``compare``):
-    each split's clips are decoded once and reused."""
-    from xmodal.eval.efficiency import PeakMemory, flops_per_clip, parameter_counts
+    each split's clips are decoded once per frame sampling and reused (the targets are rebuilt for each
+    run's task options, e.g. a baseline's)."""
+    from xmodal.eval.efficiency import PeakMemory, flops_per_clip
 
     cfg = cfg or TransferConfig()
     task, tcfg, _, _ = check(cfg)
@@ -238,18 +249,18 @@ def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConf
     decoded = {} if decoded is None else decoded
 
     def load(rows: Sequence[dict[str, Any]] | None, desc: str) -> ClipSet | None:
-        if rows and desc not in decoded:
-            decoded[desc] = load_split(rows, task, tcfg, meta, spec, root, cfg.path_column, cfg.on_error,
-                                       cfg.num_workers, desc)
-        return decoded[desc] if rows else None
+        key = f"{desc} {spec}"  # clips decoded as this run's task samples them; targets are this run's own
+        if rows and key not in decoded:
+            decoded[key] = load_split(rows, task, tcfg, meta, spec, root, cfg.path_column, cfg.on_error,
+                                      cfg.num_workers, desc)
+        return dataclasses.replace(decoded[key], targets=task.targets(decoded[key].rows, meta, tcfg, desc)) if rows else None
 
     train_clips, val_clips = load(train_rows, "train rows"), load(val_rows, "val rows")
     test_clips = load(test_rows, "test rows") or val_clips
     if out is not None and base is None:  # before the strategy injects into (or trains) the model
         base = model.save_pretrained(out / "base").resolve()
     vm = build(model, cfg, meta)
-    counts = parameter_counts(vm)
-    head = sum(p.numel() for p in vm.head.parameters() if p.requires_grad)  # the task head's share of the trainable
+    counts = _counts(vm)
     with PeakMemory(next(vm.parameters()).device) as memory:
         t0 = time.perf_counter()
         history, cache_seconds = train(vm, train_clips, val_clips, cfg, out)
@@ -257,8 +268,7 @@ def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConf
     epochs = max(1, len(history.epochs))
     metrics: dict[str, Any] = {
         "task": cfg.task, "strategy": cfg.strategy, "frozen_backbone": vm.frozen, **_measure(vm, test_clips, cfg),
-        "trainable_params": counts["trainable"], "total_params": counts["total"], "head_params": head,
-        "strategy_params": counts["trainable"] - head,
+        **counts,
         "train_seconds": train_seconds, "cache_seconds": cache_seconds, "epochs": len(history.epochs),
         "seconds_per_epoch": history.train_seconds / epochs, "peak_memory_mb": memory.peak_mb,
         "flops_per_clip": flops_per_clip(vm, train_clips.pixels[0].to(next(vm.parameters()).device)),

@@ -32,7 +32,7 @@ NAME = "multi"
 
 @dataclass
 class MultiConfig:
-    tasks: tuple[str, ...] = ("classify", "retrieve", "ground", "qa")  # registered tasks trained together
+    tasks: tuple[str, ...] = ("classify", "retrieve", "ground", "qa")  # registered tasks trained together (+ "caption")
     task_column: str = "task"  # manifest column naming each row's task
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # each task's options, e.g.
     # {"retrieve": {"match_columns": ["colour", "shape"]}}
