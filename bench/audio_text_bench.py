@@ -14,7 +14,7 @@ ordinary manifest loader; "bind s" is the wall time of ``xmodal.bind`` (decoding
 ``supervised``, of its training)::
 
     python bench/audio_text_bench.py [--data ../shared/data/av-digits] [--routes image,text]
-        [--splits official,theo] [--out bench-out/audio-text]
+        [--splits official,theo] [--threads N] [--out bench-out/audio-text]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from xmodal.data.manifest import read_manifest
 from xmodal.engine.fit import FitConfig
 from xmodal.eval.report import text_table
 
-AUDIO_SPEC = {"sample_rate": 8000, "n_mels": 40, "n_fft": 256, "hop_length": 80, "max_seconds": 1.0}
+AUDIO_SPEC = {"sample_rate": 8000, "n_mels": 40, "n_fft": 256, "hop_length": 128, "max_seconds": 1.0}
 AUDIO_CNN = {"width": 16, "depth": 3}
 VISION = {"width": 16, "depth": 3, "image_size": 28, "stem_stride": 2}
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -116,11 +116,14 @@ def main() -> None:
     p.add_argument("--splits", default="official,theo", help="comma-separated: official and/or held-out speaker names")
     p.add_argument("--align-epochs", type=int, default=4, help="image route: LiT image-text epochs")
     p.add_argument("--image-epochs", type=int, default=8, help="image route: audio -> image bind epochs")
-    p.add_argument("--text-epochs", type=int, default=20, help="text route: audio -> text bind epochs")
+    p.add_argument("--text-epochs", type=int, default=10, help="text route: audio -> text bind epochs")
     p.add_argument("--text-lr", type=float, default=3e-3, help="text route: peak learning rate")
     p.add_argument("--supervised-epochs", type=int, default=4, help="supervised reference: epochs (av_digits_bench's)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch's default")
     p.add_argument("--out", default="bench-out/audio-text")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     root, out = Path(args.data), Path(args.out)
     rows = read_manifest(root / "pairs.csv")
     table = []

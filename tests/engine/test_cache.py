@@ -36,5 +36,7 @@ def test_disk_cache_computes_once_across_instances_and_recovers_a_torn_file(tmp_
     assert torch.equal(again.get("clip.wav|16000", compute), torch.arange(6.0).view(2, 3))
     assert calls == [] and again.computed == 0
     again.path("clip.wav|16000").write_bytes(b"torn")
-    assert torch.equal(again.get("clip.wav|16000", compute), torch.arange(6.0).view(2, 3)) and calls == [1]
-    assert again.path("other") != again.path("clip.wav|16000")
+    assert torch.equal(again.get("clip.wav|16000", compute), torch.arange(6.0).view(2, 3)) and calls == []  # in memory
+    third = DiskCache(tmp_path / "c", memory_bytes=0)  # no memory: every get reads the folder
+    assert torch.equal(third.get("clip.wav|16000", compute), torch.arange(6.0).view(2, 3)) and calls == [1]
+    assert third.path("other") != third.path("clip.wav|16000")

@@ -52,7 +52,8 @@ class BindConfig:
     caption_prompts: bool = True  # an anchor of strings trains on captions written into the new modality's prompt set
     balance: bool = True  # class-balanced batches when rows have classes (align.label_column, else repeated anchor items)
     precise_bn: bool = True  # at the end, recompute the new tower's BatchNorm statistics over the training rows
-    align: AlignConfig = field(default_factory=_default_align)  # loss, batch size, engine; its modalities/columns are set from above
+    align: AlignConfig = field(default_factory=_default_align)  # loss, batch size, label column, engine; the fields above set its
+    # modalities, columns, augment, caption_prompts, balance and precise_bn
 
 
 def check_config(cfg: BindConfig) -> None:

@@ -83,26 +83,43 @@ class DiskCache:
 
     ``get(key, compute)`` returns the stored tensor, or computes, stores and returns it. Files are
     written under a temporary name and renamed, so DataLoader workers may share a folder; a stored file
-    that cannot be read is computed again."""
+    that cannot be read is computed again. Each process also keeps the tensors it has seen in memory,
+    up to ``memory_bytes`` in all, so that later epochs read no file either."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, memory_bytes: int = 1 << 30) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.computed = 0  # how many tensors this process computed (not read back)
+        self.memory_bytes = memory_bytes  # budget of the in-memory copies
+        self._memory: dict[str, torch.Tensor] = {}
+        self._held = 0  # bytes held in memory
 
     def path(self, key: str) -> Path:
         return self.folder / (hashlib.sha1(key.encode("utf-8")).hexdigest() + ".npy")
 
     def get(self, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        file = self.path(key)
-        if file.is_file():
-            try:
-                return torch.from_numpy(np.load(file, allow_pickle=False))
-            except (OSError, ValueError):
-                pass  # a torn or foreign file: compute it again
-        value = compute()
-        tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, value.detach().cpu().numpy(), allow_pickle=False)
-        tmp.replace(file)
-        self.computed += 1
+        if key in self._memory:
+            return self._memory[key]
+        value = self._read(key)
+        if value is None:
+            value = compute().detach().cpu()
+            file = self.path(key)
+            tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.npy")
+            np.save(tmp, value.numpy(), allow_pickle=False)
+            tmp.replace(file)
+            self.computed += 1
+        size = value.numel() * value.element_size()
+        if self._held + size <= self.memory_bytes:
+            self._memory[key] = value
+            self._held += size
         return value
+
+    def _read(self, key: str) -> torch.Tensor | None:
+        """The stored tensor of ``key``; None when there is none, or its file is torn or foreign."""
+        file = self.path(key)
+        if not file.is_file():
+            return None
+        try:
+            return torch.from_numpy(np.load(file, allow_pickle=False))
+        except (OSError, ValueError):
+            return None

@@ -10,6 +10,7 @@ All of it acts on log10 mel power, so a view costs no decoding and no FFT.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,9 +94,9 @@ class AudioAugmenter:
 
         if cache is None:
             return compute()
-        stat = path.stat()
-        key = (f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{spec.sample_rate}|{spec.n_mels}|{spec.n_fft}|"
-               f"{spec.hop_length}|{cfg.max_source_seconds}")
+        stat = os.stat(path)  # the file's size and time are in the key: an edited file is decoded again
+        key = (f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{spec.sample_rate}|{spec.n_mels}|"
+               f"{spec.n_fft}|{spec.hop_length}|{cfg.max_source_seconds}")
         return cache.get(key, compute)
 
     def view(self, path: Path, spec: AudioSpec, cfg: AudioAugmentConfig, cache: DiskCache | None) -> torch.Tensor:
