@@ -30,8 +30,10 @@ def test_bind_trains_only_the_new_tower_and_reloads(tiny_lit, tiny_av, tmp_path)
     model = res.model
     assert model.backbone == "bound" and "audio" in model.modalities
     assert res.cached == {"image": len(rows)}  # the frozen anchor was encoded once
-    for k, v in before.items():  # the base model did not move
-        assert torch.equal(model.state_dict()[k], v), k
+    for k, v in before.items():  # the base model did not move, nor did the towers the bound model shares with it
+        assert torch.equal(tiny_lit.state_dict()[k], v), k
+        assert k.startswith("logit_") or torch.equal(model.state_dict()[k], v), k
+    assert model.logit_scale.item() != tiny_lit.logit_scale.item()  # the bound model's own temperature trained
     assert "val_R@1" in res.history.epochs[-1]
     again = xmodal.load(tmp_path / "run" / "model").eval()
     assert again.backbone == "bound" and again.spec("audio").sample_rate == AUDIO_SPEC["sample_rate"]

@@ -60,3 +60,23 @@ def test_bind_command_and_bad_fusion(tmp_path, tiny_text_dir, capsys):
     assert "audio" in xmodal.load(tmp_path / "b" / "model").modalities
     rc = main(["fuse", "--train", str(manifest), "--out", str(tmp_path / "x"), "--fusion", "middle"])
     assert rc == 2 and "unknown fusion 'middle'" in capsys.readouterr().err
+
+
+def test_bind_audio_to_text_then_zeroshot_with_a_prompt_set(tmp_path, tiny_text_dir, capsys):
+    manifest = _manifest(tmp_path)
+    model = xmodal.load("lit", text_model=str(tiny_text_dir), vision={"width": 8, "depth": 2, "image_size": 16})
+    model.save_pretrained(tmp_path / "base")
+    rc = main(["bind", "--model", str(tmp_path / "base"), "--train", str(manifest), "--out", str(tmp_path / "t"),
+               "--anchor", "text", "--columns", "audio,label", "--epochs", "2", "--batch-size", "4",
+               "--set", "align.fit.progress=false", "--set", "encoder_config={width: 8, depth: 2}", "--set", f"spec={AUDIO}"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "final embeddings of a training batch (evaluation mode): cos_audio" in out
+    assert '"cos_audio"' in out and '"eval_rank_audio"' in out  # collapse diagnostics in every epoch's line
+    bound = xmodal.load(tmp_path / "t" / "model")
+    assert "text" in bound.projections
+    for flags in ([], ["--prompts", "plain"], ["--template", "a {} noise"]):
+        rc = main(["zeroshot", "--model", str(tmp_path / "t" / "model"), "--data", str(manifest), "--split", "test",
+                   "--column", "audio", "--modality", "audio", "--on-error", "skip", *flags])
+        assert rc == 0 and "top1" in capsys.readouterr().out
+    rc = main(["zeroshot", "--model", str(tmp_path / "t" / "model"), "--data", str(manifest), "--prompts", "speech"])
+    assert rc == 2 and "unknown prompt set 'speech'" in capsys.readouterr().err

@@ -18,3 +18,25 @@ def test_each_key_is_encoded_once():
     assert cache.computed == 3  # looked up, not recomputed
     cache.get([5])
     assert cache.computed == 4 and 5 in cache
+
+
+def test_disk_cache_computes_once_across_instances_and_recovers_a_torn_file(tmp_path):
+    from xmodal.engine.cache import DiskCache
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return torch.arange(6, dtype=torch.float32).view(2, 3)
+
+    first = DiskCache(tmp_path / "c")
+    assert torch.equal(first.get("clip.wav|16000", compute), compute().clone()) and first.computed == 1
+    calls.clear()
+    again = DiskCache(tmp_path / "c")  # another run (or DataLoader worker) reads the stored file
+    assert torch.equal(again.get("clip.wav|16000", compute), torch.arange(6.0).view(2, 3))
+    assert calls == [] and again.computed == 0
+    again.path("clip.wav|16000").write_bytes(b"torn")
+    assert torch.equal(again.get("clip.wav|16000", compute), torch.arange(6.0).view(2, 3)) and calls == []  # in memory
+    third = DiskCache(tmp_path / "c", memory_bytes=0)  # no memory: every get reads the folder
+    assert torch.equal(third.get("clip.wav|16000", compute), torch.arange(6.0).view(2, 3)) and calls == [1]
+    assert third.path("other") != third.path("clip.wav|16000")

@@ -93,3 +93,19 @@ def test_lr_scales_give_prefixed_parameters_their_own_rate():
     rates = {(g["lr"], g["weight_decay"]): len(g["params"]) for g in groups}
     assert rates == {(1e-2, 0.05): 1, (1e-3, 0.05): 1, (1e-2, 0.0): 1, (1e-3, 0.0): 1}
     assert param_groups(model.named_parameters(), 0.05)[0].get("lr") is None  # optimizer default
+
+
+def test_other_scalars_of_the_step_are_averaged_into_the_record(tmp_path):
+    model = _model()
+    seen = []
+
+    def step(batch):
+        loss = nn.functional.mse_loss(model(batch[0]), batch[1])
+        return {"loss": loss, "half": loss.detach() / 2, "const": 3.0, "vector": torch.ones(3)}
+
+    hist = fit(step, model, _problem(), FitConfig(epochs=2, lr=0.05, progress=False), out=tmp_path,
+               on_epoch_end=lambda record: seen.append(dict(record)))
+    first = hist.epochs[0]
+    assert first["half"] == pytest.approx(first["loss"] / 2) and first["const"] == 3.0 and "vector" not in first
+    assert [r["epoch"] for r in seen] == [1, 2]
+    assert "half" in json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])

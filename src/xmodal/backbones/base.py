@@ -95,7 +95,8 @@ class XModel(nn.Module):
     A modality made of another's frames (video: ``frames_of == "image"``) without a tower of its own
     goes through the tower of its frames frame by frame and is averaged. ``logit_scale`` (log of the
     inverse temperature) and ``logit_bias`` (SigLIP) are the alignment parameters shared by the losses
-    and zero-shot scoring."""
+    and zero-shot scoring. ``projections`` (modality -> module, empty unless a backbone adds some: a
+    bound model's trained text head) map a tower's embeddings once more, re-normalised."""
 
     def __init__(
         self,
@@ -113,6 +114,7 @@ class XModel(nn.Module):
         self.specs = specs
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
         self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias)))
+        self.projections = nn.ModuleDict()
 
     @property
     def embed_dim(self) -> int:
@@ -147,9 +149,20 @@ class XModel(nn.Module):
     def encode(self, modality: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """``[B, D]`` L2-normalised embeddings of a collated batch of ``modality``; a sequence of frames
         without its own tower is the normalised average of its frames' embeddings."""
-        if self.frames_source(modality) is not None:
-            return _norm(per_frame(self.tower(modality), batch).mean(1))
+        return self.project(modality, self.encode_tower(modality, batch))
+
+    def encode_tower(self, modality: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What :meth:`encode` gives before ``modality``'s projection (the same when it has none)."""
+        source = self.frames_source(modality)
+        if source is not None:
+            return _norm(per_frame(lambda b: self.encode(source, b), batch).mean(1))
         return self.tower(modality)(batch)
+
+    def project(self, modality: str, embeddings: torch.Tensor) -> torch.Tensor:
+        """``modality``'s tower embeddings through its projection, re-normalised (as they are without one)."""
+        if modality not in self.projections:
+            return embeddings
+        return _norm(self.projections[modality](embeddings))
 
     # ---------------------------------------------------------------- checkpoints
     def save_pretrained(self, path: str | Path) -> Path:

@@ -4,7 +4,9 @@ A bound model records the base backbone's name and config and, per added modalit
 record ``{"encoder", "config", "spec"}`` from :func:`xmodal.encoders.base.build_encoder`. Its
 checkpoint is an ordinary xmodal checkpoint (one ``model.safetensors``), with the base backbone's
 assets under ``assets/base`` and each added tower's under ``assets/towers/<modality>``, so
-``xmodal.load(path)`` rebuilds it offline.
+``xmodal.load(path)`` rebuilds it offline. A bind may also train a projection after an anchor tower
+(a text head, as in LiT's and CLAP's text projections); the config lists those (``projections``) and
+the weights hold them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from xmodal.backbones.base import BACKBONES, XModel
@@ -26,6 +29,20 @@ class BoundConfig:
     base_backbone: str = "lit"  # registered backbone of the base model
     base_config: dict = field(default_factory=dict)  # its config dataclass, as a dict
     towers: dict = field(default_factory=dict)  # modality -> {"encoder", "config", "spec"} of bound towers
+    projections: list = field(default_factory=list)  # modalities of the base with a trained projection after their tower
+
+
+class ResidualProjection(nn.Module):
+    """``x + W x`` with ``W`` starting at zero: the identity until trained, and weight decay pulls it back there."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.linear(x)
 
 
 def _base_of(model: XModel) -> tuple[str, Any, dict[str, Any]]:
@@ -37,14 +54,24 @@ def _base_of(model: XModel) -> tuple[str, Any, dict[str, Any]]:
     return model.backbone, model.config, {}
 
 
-def add_tower(model: XModel, modality: str, tower: nn.Module, spec: Any, record: dict[str, Any]) -> XModel:
-    """A ``bound`` XModel holding ``model``'s towers (shared, not copied) plus ``tower``."""
+def add_tower(model: XModel, modality: str, tower: nn.Module, spec: Any, record: dict[str, Any],
+              project: str | None = None) -> XModel:
+    """A ``bound`` XModel holding ``model``'s towers and projections (shared, not copied) plus ``tower``,
+    with its own copy of the logit scale and bias; with ``project``, a new :class:`ResidualProjection`
+    after that tower (a ConfigError when it has one already)."""
     if modality in model.towers:
         raise ConfigError(f"the model already has a {modality!r} tower")
     base, base_cfg, records = _base_of(model)
-    cfg = BoundConfig(base_backbone=base, base_config=to_dict(base_cfg), towers={**records, modality: record})
-    out = XModel("bound", cfg, {**dict(model.towers), modality: tower}, {**model.specs, modality: spec})
-    out.logit_scale, out.logit_bias = model.logit_scale, model.logit_bias
+    projections = dict(model.projections)
+    if project is not None:
+        if project in projections:
+            raise ConfigError(f"the {project!r} tower already has a projection (trained by an earlier bind)")
+        projections[project] = ResidualProjection(model.embed_dim).to(model.logit_scale.device)
+    cfg = BoundConfig(base_backbone=base, base_config=to_dict(base_cfg), towers={**records, modality: record},
+                      projections=sorted(projections))
+    out = XModel("bound", cfg, {**dict(model.towers), modality: tower}, {**model.specs, modality: spec},
+                 logit_scale=model.logit_scale.item(), logit_bias=model.logit_bias.item())
+    out.projections.update(projections)
     return out
 
 
@@ -72,7 +99,10 @@ class BoundBackbone:
             net, spec, _ = build_encoder(record["encoder"], record.get("config"), record.get("spec"), assets=where)
             towers[modality] = Tower(modality, net, model.embed_dim)
             specs[modality] = spec
-        return XModel("bound", cfg, towers, specs)
+        out = XModel("bound", cfg, towers, specs)
+        for modality in cfg.projections:
+            out.projections[modality] = ResidualProjection(model.embed_dim)
+        return out
 
     def save_assets(self, model: XModel, assets: Path) -> None:
         view = base_view(model)

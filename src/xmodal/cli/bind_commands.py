@@ -61,6 +61,9 @@ def bind(args: argparse.Namespace) -> int:
     result = run_bind(load(args.model), train, cfg, val_rows=held_out_rows(args, "val"), root=root, out=args.out)
     print_history(result.history)
     print_skipped(result.skipped)
+    if result.spread:
+        print("final embeddings of a training batch (evaluation mode): "
+              + ", ".join(f"{k.removeprefix('eval_')} {v:.3f}" for k, v in result.spread.items()))
     print(f"cached {result.cached}; bound model ({', '.join(result.model.modalities)}) saved to {Path(args.out) / 'model'}")
     return 0
 

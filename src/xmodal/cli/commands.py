@@ -104,17 +104,35 @@ def zeroshot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--column", default="path", help="manifest column with the file paths (default: path)")
     p.add_argument("--label-column", default="label", help="manifest column with the class names (default: label)")
     p.add_argument("--classes", help="comma-separated class names (default: the labels found in the data)")
-    p.add_argument("--template", action="append", help="prompt template with {} (repeatable)")
+    p.add_argument("--template", action="append", help="prompt template with {} (repeatable; replaces --prompts)")
+    p.add_argument("--prompts", type=_prompt_set, metavar="NAME", help=_prompts_help())
     registry_option(p, "--modality", "modalities", "modality of the items (default image)", default="image")
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise")
     p.add_argument("--out", help="folder for results.json and confusion.png")
+
+
+def _prompts_help() -> str:
+    from xmodal.tasks.prompts import PROMPTS
+
+    sets = "; ".join(f"{name}: {' | '.join(PROMPTS.get(name)[:3])}{' ...' if len(PROMPTS.get(name)) > 3 else ''}"
+                     for name in PROMPTS.names())
+    return f"registered prompt set each class name is written into, averaged (default: the modality's own, else image). {sets}"
+
+
+def _prompt_set(name: str) -> tuple[str, ...]:
+    from xmodal.errors import UnknownNameError
+    from xmodal.tasks.prompts import PROMPTS
+
+    try:
+        return PROMPTS.get(name)
+    except UnknownNameError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def zeroshot(args: argparse.Namespace) -> int:
     from xmodal.api import load
     from xmodal.eval.plots import plot_confusion
     from xmodal.eval.report import text_table
-    from xmodal.tasks.zeroshot import DEFAULT_TEMPLATES
     from xmodal.tasks.zeroshot import zeroshot as run_zeroshot
 
     rows, root = read_rows(args.data, args.split)
@@ -122,8 +140,9 @@ def zeroshot(args: argparse.Namespace) -> int:
     model = load(args.model)
     items = column(rows, args.column, args.data)
     labels = column(rows, args.label_column, args.data)
-    res = run_zeroshot(model, items, labels, classes, tuple(args.template or DEFAULT_TEMPLATES),
-                       modality=args.modality, root=root, on_error=args.on_error)
+    templates = tuple(args.template) if args.template else args.prompts  # None: the modality's own prompts
+    res = run_zeroshot(model, items, labels, classes, templates, modality=args.modality, root=root,
+                       on_error=args.on_error)
     print(text_table([{"items": len(res.targets), "classes": len(res.classnames), "top1": round(res.top1, 4),
                        "top5": round(res.top5, 4), "mean class acc": round(res.mean_class_accuracy, 4),
                        "skipped": len(res.skipped)}]))

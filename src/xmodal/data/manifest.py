@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -163,7 +163,9 @@ class MediaDataset(Dataset):
     preprocessing settings. ``on_error="skip"`` turns a bad row into ``None`` (dropped by
     :meth:`collate_fn`) and records ``(source, problem)`` in ``skipped``; ``"raise"`` re-raises.
     Modalities in ``optional`` may be absent from a row (an empty cell or a missing file): batches then
-    carry ``"present": {modality: BoolTensor [B]}`` and a zero placeholder for each absent input."""
+    carry ``"present": {modality: BoolTensor [B]}`` and a zero placeholder for each absent input.
+    ``views`` maps a modality to a train-time loader ``fn(path or item) -> sample`` (a random augmented
+    view, a caption written into a random prompt) used instead of its ``load``."""
 
     def __init__(
         self,
@@ -175,6 +177,7 @@ class MediaDataset(Dataset):
         on_error: str = "raise",
         manifest: str | None = None,
         optional: Sequence[str] = (),
+        views: dict[str, Callable[[Path], Any]] | None = None,
     ) -> None:
         if on_error not in ON_ERROR:
             raise ConfigError(f"on_error {on_error!r} is not 'raise' or 'skip'")
@@ -187,6 +190,7 @@ class MediaDataset(Dataset):
         self.root = Path(root) if root is not None else None
         self.label_column, self.on_error, self.manifest = label_column, on_error, manifest
         self.optional = tuple(optional)
+        self.views = dict(views or {})
         unknown = [m for m in self.optional if m not in self.columns]
         if unknown:
             raise ConfigError(f"optional modalities {unknown} are not among the columns {list(self.columns)}")
@@ -212,7 +216,9 @@ class MediaDataset(Dataset):
                 raise DataError(self._where(i), f"no value in column {col!r} for {m}")
             if mod.is_file and not isinstance(value, (str, Path)):
                 raise DataError(self._where(i), f"column {col!r} holds {type(value).__name__}, not a file path")
-            if mod.is_file:
+            if m in self.views:
+                sample[m] = self.views[m](resolve_path(self.root, value) if mod.is_file else value)
+            elif mod.is_file:
                 sample[m] = mod.load(resolve_path(self.root, value), self.specs[m])
             else:  # the item itself (a caption), checked by the modality
                 sample[m] = mod.load(value, self.specs[m], source=self._where(i))

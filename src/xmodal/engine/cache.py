@@ -2,13 +2,18 @@
 
 A locked tower (or the locked trunk of a tower) is a pure function of its input, so its output can
 be computed once and looked up by a key (a file path, a caption). Training on cached features is
-what makes frozen-backbone strategies cheap.
+what makes frozen-backbone strategies cheap. :class:`DiskCache` keeps decoded inputs (an audio
+clip's log-mel) on disk, so that augmenting them afresh every epoch does not decode them again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
 from typing import Any, Callable, Hashable, Sequence
 
+import numpy as np
 import torch
 from xmodal.engine.progress import progress as progress_bar
 
@@ -71,3 +76,50 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+
+
+class DiskCache:
+    """``key -> tensor`` kept as ``.npy`` files in ``folder``, for inputs too slow to decode every epoch.
+
+    ``get(key, compute)`` returns the stored tensor, or computes, stores and returns it. Files are
+    written under a temporary name and renamed, so DataLoader workers may share a folder; a stored file
+    that cannot be read is computed again. Each process also keeps the tensors it has seen in memory,
+    up to ``memory_bytes`` in all, so that later epochs read no file either."""
+
+    def __init__(self, folder: str | Path, memory_bytes: int = 1 << 30) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.computed = 0  # how many tensors this process computed (not read back)
+        self.memory_bytes = memory_bytes  # budget of the in-memory copies
+        self._memory: dict[str, torch.Tensor] = {}
+        self._held = 0  # bytes held in memory
+
+    def path(self, key: str) -> Path:
+        return self.folder / (hashlib.sha1(key.encode("utf-8")).hexdigest() + ".npy")
+
+    def get(self, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if key in self._memory:
+            return self._memory[key]
+        value = self._read(key)
+        if value is None:
+            value = compute().detach().cpu()
+            file = self.path(key)
+            tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.npy")
+            np.save(tmp, value.numpy(), allow_pickle=False)
+            tmp.replace(file)
+            self.computed += 1
+        size = value.numel() * value.element_size()
+        if self._held + size <= self.memory_bytes:
+            self._memory[key] = value
+            self._held += size
+        return value
+
+    def _read(self, key: str) -> torch.Tensor | None:
+        """The stored tensor of ``key``; None when there is none, or its file is torn or foreign."""
+        file = self.path(key)
+        if not file.is_file():
+            return None
+        try:
+            return torch.from_numpy(np.load(file, allow_pickle=False))
+        except (OSError, ValueError):
+            return None

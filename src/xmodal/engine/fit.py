@@ -1,7 +1,8 @@
 """The one training loop every alignment and transfer strategy goes through.
 
 ``fit`` takes a ``step(batch) -> {"loss": Tensor, ...}`` function (the task), the parameters to train,
-a data loader and an optional ``evaluate() -> {metric: float}``. It does AdamW with linear warm-up and
+a data loader and an optional ``evaluate() -> {metric: float}``; every other scalar the step returns
+(a diagnostic such as ``cos_audio``) is averaged over the epoch into its record. It does AdamW with linear warm-up and
 cosine decay, gradient accumulation and clipping, bf16 autocast on CUDA, early stopping on a monitored
 metric, a JSON-lines log, and a checkpoint after every epoch from which a killed run resumes.
 """
@@ -79,9 +80,11 @@ def fit(
     evaluate: Callable[[], dict[str, float]] | None = None,
     out: str | Path | None = None,
     on_epoch_start: Callable[[int], None] | None = None,
+    on_epoch_end: Callable[[dict[str, float]], None] | None = None,
 ) -> History:
     """Train the parameters of ``model`` that require grad. With ``out``, the state is checkpointed
-    to ``out/train_state`` after every epoch and a later call with the same ``out`` resumes."""
+    to ``out/train_state`` after every epoch and a later call with the same ``out`` resumes.
+    ``on_epoch_end(record)`` sees each finished epoch's record (after its evaluation)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError("fit: the model has no trainable parameters")
@@ -102,6 +105,8 @@ def fit(
         history.epochs.append(record)
         if cfg.verbose:
             tqdm.write(_summary(record, cfg.epochs))
+        if on_epoch_end:
+            on_epoch_end(record)
         stop = _update_best(history, record, cfg) or 0 < 60 * cfg.max_minutes <= history.train_seconds
         if cfg.restore_best and history.best is record:
             best_weights = {n: p.detach().clone() for n, p in named}
@@ -170,6 +175,7 @@ def _train_epoch(step, model, loader, optimizer, scheduler, cfg: FitConfig, epoc
     device = next(model.parameters()).device
     use_amp = cfg.amp and device.type == "cuda"
     total, count, start = 0.0, 0, time.perf_counter()
+    extras: dict[str, list[float]] = {}  # the other scalars the step returns: [sum, batches that had it]
     bar = progress_bar(loader, cfg.progress, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
     optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(bar):
@@ -186,6 +192,40 @@ def _train_epoch(step, model, loader, optimizer, scheduler, cfg: FitConfig, epoc
             optimizer.zero_grad(set_to_none=True)
         total += float(out["loss"].detach())
         count += 1
+        _add_scalars(extras, out)
         bar.set_postfix(loss=f"{total / count:.4f}")
-    return {"epoch": epoch + 1, "loss": total / max(1, count), "lr": scheduler.get_last_lr()[0],
-            "train_seconds": time.perf_counter() - start}
+    return {"epoch": epoch + 1, "loss": total / max(1, count), **{k: s / n for k, (s, n) in extras.items()},
+            "lr": scheduler.get_last_lr()[0], "train_seconds": time.perf_counter() - start}
+
+
+def _add_scalars(sums: dict[str, list[float]], out: dict[str, Any]) -> None:
+    """Add each scalar of a step's output but its loss (a float or a one-element tensor) to ``sums``."""
+    for key, value in out.items():
+        if key != "loss" and (isinstance(value, float) or (isinstance(value, torch.Tensor) and value.numel() == 1)):
+            entry = sums.setdefault(key, [0.0, 0])
+            entry[0] += float(value)
+            entry[1] += 1
+
+
+@torch.no_grad()
+def precise_batchnorm(module: nn.Module, batches: Iterable[Any], forward: Callable[[Any], Any]) -> int:
+    """Recompute the running statistics of ``module``'s BatchNorm layers as exact averages over
+    ``batches`` (``forward(batch)`` runs the module; "precise BN", Wu & Johnson 2021). After few
+    optimizer steps the running averages still lag the weights, and eval-mode outputs drift from
+    training's (at worst, every input maps to one point). Returns the number of layers recomputed."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return 0
+    momenta = [m.momentum for m in norms]
+    modes = {m: m.training for m in norms}
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+        m.train()
+    for batch in batches:
+        if batch is not None:
+            forward(batch)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+        m.train(modes[m])
+    return len(norms)

@@ -52,9 +52,13 @@ LOSSES: Registry[ContrastiveLoss] = Registry("loss")
 
 
 def positives(n: int, labels: Sequence[str] | torch.Tensor | None, device: torch.device) -> torch.Tensor:
-    """``[n, n]`` float matrix: 1 where samples i and j are positives (same label, or i == j)."""
+    """``[n, n]`` float matrix: 1 where samples i and j are positives (same label, or i == j). A 2-D
+    ``labels`` tensor is that matrix already: row i weighs ``b``'s samples as targets of ``a``'s sample i
+    (soft weights in [0, 1] for mixed samples, as in mixup)."""
     if labels is None:
         return torch.eye(n, device=device)
+    if isinstance(labels, torch.Tensor) and labels.ndim == 2:
+        return labels.to(device=device, dtype=torch.float32)
     if not isinstance(labels, torch.Tensor):
         index = {name: k for k, name in enumerate(dict.fromkeys(labels))}
         labels = torch.tensor([index[name] for name in labels], device=device)
@@ -65,23 +69,30 @@ def clip_loss(
     a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor | None = None,
     labels: Sequence[str] | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Symmetric InfoNCE between L2-normalised ``a`` and ``b`` (``[B, D]`` each)."""
+    """Symmetric InfoNCE between L2-normalised ``a`` and ``b`` (``[B, D]`` each); each direction's
+    targets are its rows of the positives, normalised to sum to one."""
     logits = logit_scale.exp().clamp(max=100) * a @ b.t()
     pos = positives(len(a), labels, a.device)
-    targets = pos / pos.sum(1, keepdim=True)
-    loss_a = -(targets * logits.log_softmax(1)).sum(1).mean()
-    loss_b = -(targets.t() * logits.t().log_softmax(1)).sum(1).mean()
+    loss_a = -(_rows(pos) * logits.log_softmax(1)).sum(1).mean()
+    loss_b = -(_rows(pos.t()) * logits.t().log_softmax(1)).sum(1).mean()
     return (loss_a + loss_b) / 2
+
+
+def _rows(weights: torch.Tensor) -> torch.Tensor:
+    """``weights`` with each row scaled to sum to one (a row of zeros stays zeros)."""
+    return weights / weights.sum(1, keepdim=True).clamp(min=1e-12)
 
 
 def siglip_loss(
     a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor | None = None,
     labels: Sequence[str] | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Pairwise sigmoid loss, summed over pairs and averaged over the batch (as in the paper)."""
+    """Pairwise sigmoid loss, summed over pairs and averaged over the batch (as in the paper); a soft
+    positive weight p scores a pair as p * positive + (1 - p) * negative."""
     logits = logit_scale.exp() * a @ b.t() + (0.0 if logit_bias is None else logit_bias)
-    signs = 2 * positives(len(a), labels, a.device) - 1
-    return -nn.functional.logsigmoid(signs * logits).sum() / len(a)
+    pos = positives(len(a), labels, a.device)
+    pairs = pos * nn.functional.logsigmoid(logits) + (1 - pos) * nn.functional.logsigmoid(-logits)
+    return -pairs.sum() / len(a)
 
 
 LOSSES.register("clip", Loss(clip_loss, uses_bias=False))

@@ -23,7 +23,7 @@ from xmodal.experiments.world import WorldConfig, class_names, generate_world, h
 from xmodal.engine.fit import FitConfig
 from xmodal.eval.plots import plot_confusion, plot_history, plot_per_class
 from xmodal.eval.report import markdown_table, text_table, write_report
-from xmodal.tasks.zeroshot import build_zero_shot_classifier, zeroshot
+from xmodal.tasks.zeroshot import DEFAULT_TEMPLATES, build_zero_shot_classifier, zeroshot
 
 
 @dataclass
@@ -87,7 +87,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, A
 def _zero_shot(model: Any, root: Path, cfg: DemoConfig, split: Callable, say: Callable) -> dict[str, Any]:
     names = class_names(cfg.world)
     held = [f"{c} {s}" for c, s in held_out_combos(cfg.world)]
-    templates = cfg.align.templates
+    templates = cfg.align.templates or DEFAULT_TEMPLATES
     say("[4/5] Zero-shot classification from class-name prompts")
     clf = build_zero_shot_classifier(model, names, templates)
     run = lambda rows, classes, c: zeroshot(model, [r["path"] for r in rows], [r["label"] for r in rows],  # noqa: E731

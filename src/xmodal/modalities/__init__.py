@@ -9,6 +9,8 @@ from xmodal.modalities.base import (
     VideoSpec,
 )
 from xmodal.modalities import image, video, audio, text, series  # noqa: F401  (registration)
+from xmodal.modalities import audio_augment  # noqa: F401  (registers the audio augmenter)
+from xmodal.modalities.augment import AUGMENTERS
 
 
 def modality_of(path: str) -> str:
@@ -24,4 +26,4 @@ def modality_of(path: str) -> str:
     raise DataError(path, f"unknown file type {suffix!r}")
 
 
-__all__ = ["MODALITIES", "AudioSpec", "ImageSpec", "Modality", "TextSpec", "VideoSpec", "modality_of"]
+__all__ = ["AUGMENTERS", "MODALITIES", "AudioSpec", "ImageSpec", "Modality", "TextSpec", "VideoSpec", "modality_of"]

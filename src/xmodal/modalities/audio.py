@@ -26,6 +26,7 @@ EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 MIN_RATE, MAX_RATE = 1000, 384000  # plausible sample rates, Hz
 MAX_FACTOR = 1000  # largest up/down factor of the polyphase resampler
 LOG_FLOOR = 1e-10  # mel power floor before log10
+SILENCE = float(np.log10(LOG_FLOOR))  # the log-mel value of silence (zero samples)
 
 
 def resample_factors(rate: int, target: int) -> tuple[int, int]:
@@ -114,15 +115,20 @@ def _mel_filters(n_fft: int, n_mels: int, sample_rate: int) -> np.ndarray:
     )
 
 
-def log_mel(waveform: np.ndarray, spec: AudioSpec) -> torch.Tensor:
+def log_mel(waveform: np.ndarray, spec: AudioSpec, whole: bool = False) -> torch.Tensor:
     """``[n_mels, audio_frames(spec)]`` float32 ``log10(max(mel power, 1e-10))`` of a mono waveform
     at ``spec.sample_rate`` Hz, cut or zero-padded to ``spec.max_seconds`` first (Hann window of
-    ``n_fft`` samples, hop ``hop_length`` samples, Slaney mel scale from 0 Hz to Nyquist)."""
+    ``n_fft`` samples, hop ``hop_length`` samples, Slaney mel scale from 0 Hz to Nyquist). With
+    ``whole``, every frame of the waveform (``len // hop_length``, at least one window's worth): what
+    train-time crops are cut from."""
     from transformers.audio_utils import spectrogram, window_function
 
     _check_target(spec.sample_rate)
     n = _num_samples(spec)
-    x = np.asarray(waveform, dtype=np.float32).reshape(-1)[:n]
+    x = np.asarray(waveform, dtype=np.float32).reshape(-1)
+    if whole:
+        n = max(x.size, spec.n_fft)
+    x = x[:n]
     if x.size < n:
         x = np.pad(x, (0, n - x.size))
     features = spectrogram(
@@ -135,7 +141,7 @@ def log_mel(waveform: np.ndarray, spec: AudioSpec) -> torch.Tensor:
         mel_floor=LOG_FLOOR,
         log_mel="log10",
     )
-    return torch.from_numpy(np.ascontiguousarray(features[:, : audio_frames(spec)], dtype=np.float32))
+    return torch.from_numpy(np.ascontiguousarray(features[:, : n // spec.hop_length], dtype=np.float32))
 
 
 def write_wav(path: str | Path, waveform: np.ndarray, sample_rate: int) -> Path:

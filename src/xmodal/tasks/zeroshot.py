@@ -2,7 +2,8 @@
 
 As in CLIP (Radford et al., 2021): each class is the normalised mean embedding of its name written
 into several prompt templates; an input is assigned the class with the highest cosine similarity.
-Videos are classified from their frame-averaged embedding.
+Videos are classified from their frame-averaged embedding. Without templates, a modality's own
+prompt set (``tasks/prompts.py``: "the sound of {}", ... for audio) is used.
 """
 
 from __future__ import annotations
@@ -19,14 +20,9 @@ from xmodal.engine.cache import to_device
 from xmodal.errors import ConfigError, DataError
 from xmodal.eval.metrics import confusion_matrix, per_class_accuracy, topk_accuracy
 from xmodal.tasks.embed import embed
+from xmodal.tasks.prompts import PHOTO_TEMPLATES, prompts_for
 
-DEFAULT_TEMPLATES: tuple[str, ...] = (
-    "a {}.",
-    "a photo of a {}.",
-    "a picture of a {}.",
-    "an image of a {}.",
-    "there is a {}.",
-)
+DEFAULT_TEMPLATES: tuple[str, ...] = PHOTO_TEMPLATES  # CLIP-style photo prompts (``PROMPTS`` "image")
 
 
 @torch.no_grad()
@@ -105,7 +101,7 @@ def zeroshot(
     items: Sequence[str | Path],
     labels: Sequence[str],
     classnames: Sequence[str] | None = None,
-    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    templates: Sequence[str] | None = None,
     modality: str = "image",
     root: str | Path | None = None,
     on_error: str = "raise",
@@ -116,7 +112,7 @@ def zeroshot(
     """Zero-shot classify image or video files ``items`` whose true classes are ``labels``.
 
     ``classnames`` defaults to the sorted set of ``labels``; a label outside ``classnames`` is an
-    error naming the item. Unreadable files raise, or with ``on_error="skip"`` are counted and listed."""
+    error naming the item. ``templates`` default to ``modality``'s prompt set (:func:`prompts_for`). Unreadable files raise, or with ``on_error="skip"`` are counted and listed."""
     if len(items) != len(labels):
         raise ConfigError(f"{len(items)} items but {len(labels)} labels")
     classnames = list(classnames) if classnames is not None else sorted(set(labels))
@@ -125,7 +121,7 @@ def zeroshot(
         if label not in known:
             raise DataError(str(item), f"unknown class name {label!r}; classes are {classnames[:10]}{'...' if len(classnames) > 10 else ''}")
     if classifier is None:
-        classifier = build_zero_shot_classifier(model, classnames, templates)
+        classifier = build_zero_shot_classifier(model, classnames, prompts_for(modality) if templates is None else templates)
     emb = embed(model, modality, list(items), root=root, batch_size=batch_size, on_error=on_error, progress=progress)
     result = score(emb.vectors, classifier, [labels[i] for i in emb.kept], classnames)
     result.skipped = emb.skipped
