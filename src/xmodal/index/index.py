@@ -264,21 +264,25 @@ class Index:
         if isinstance(query, np.ndarray) or hasattr(query, "numpy"):
             vec = np.asarray(query, dtype=np.float32).reshape(-1)
             return vec / max(float(np.linalg.norm(vec)), 1e-12)
+        if not isinstance(query, Path):
+            return self.text_vectors([str(query)])[0]
+        from xmodal.modalities import modality_of
+
+        return self._vectors(modality or modality_of(str(query)), [str(query)])[0]
+
+    def text_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """``[N, D]`` unit vectors of text queries, embedded together (one forward pass per 64)."""
+        return self._vectors("text", list(texts))
+
+    def _vectors(self, modality: str, items: list[str]) -> np.ndarray:
         from xmodal.tasks.embed import embed
 
-        if isinstance(query, Path):
-            from xmodal.modalities import modality_of
-
-            modality = modality or modality_of(str(query))
-            items = [str(query)]
-        else:
-            modality, items = "text", [str(query)]
         model = self.model
         if modality not in model.modalities:
             raise ConfigError(f"model has no {modality} tower (it has {model.modalities})")
         with self._lock:
             out = embed(model, modality, items, on_error="raise", progress=False)
-        return out.vectors[0].numpy().astype(np.float32)
+        return out.vectors.numpy().astype(np.float32)
 
     def search(self, query: Any, k: int = 10, modality: str | Sequence[str] | None = None,
                query_modality: str | None = None) -> list[Hit]:
