@@ -65,7 +65,7 @@ def test_no_answer_contains_an_absolute_path(client, media, tmp_path):
         leaked = [s for s in secrets if s in text]
         assert not leaked, (res.request.url, leaked)
     assert all(not r["path"].startswith("/") and r["id"] >= 1 for r in hit)
-    assert set(answers[1].json()) == {"count", "roots", "modalities"}
+    assert set(answers[1].json()) == {"count", "roots", "modalities", "text_batches"}
 
 
 def test_deep_and_hostile_paths_are_404_not_500(client):

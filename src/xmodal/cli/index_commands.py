@@ -110,6 +110,10 @@ def serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--model", help="model to embed queries (default: the one the index was built with)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest query upload, MB (default 20)")
+    p.add_argument("--max-batch", type=int, default=64,
+                   help="most concurrent text queries embedded in one forward pass (default 64; 1 = no batching)")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0,
+                   help="how long a text query waits for others to share its forward pass (default 5)")
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="also answer requests for this host name (repeatable; localhost, 127.0.0.1 and [::1] "
                         "always are; --host's own address is added)")
@@ -121,7 +125,8 @@ def serve(args: argparse.Namespace) -> int:
 
     idx = Index.load(args.index, model=args.model)
     hosts = list(args.allow_host) + ([args.host] if args.host not in ("0.0.0.0", "::", "") else [])
-    app = create_app(idx, ServeConfig(max_upload_bytes=int(args.max_upload_mb * 1e6), allow_hosts=hosts))
+    app = create_app(idx, ServeConfig(max_upload_bytes=int(args.max_upload_mb * 1e6), allow_hosts=hosts,
+                                      max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms))
     print(f"serving {args.index} ({len(idx)} files) on http://{args.host}:{args.port}/")
     run_server(app, args.host, args.port)
     return 0

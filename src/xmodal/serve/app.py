@@ -20,6 +20,7 @@ server's thread pool; text queries of concurrent requests are embedded together
 (:class:`~xmodal.serve.batch.TextBatcher`), so load is served in batches.
 """
 
+import asyncio
 import io
 import os
 import tempfile
@@ -71,16 +72,14 @@ def create_app(index: Any, cfg: ServeConfig | None = None) -> Any:
 
     def results(query: Any, k: int, modality: list[str] | None, query_modality: str | None = None,
                 names: dict[str, str] | None = None) -> Any:
-        """Search results as JSON; a user error is a 400 whose message names no folder."""
+        """Search results (query: a vector or an uploaded file) as JSON; a user error is a 400 whose
+        message names no folder."""
         try:
-            if isinstance(query, str):
-                _check_modalities(modality)
-                query = batcher(query)
             hits = index.search(query, k=max(1, min(k, cfg.max_k)), modality=modality or None,
                                 query_modality=query_modality)
         except XmodalError as exc:
-            return JSONResponse({"error": scrub(str(exc), names)}, status_code=400)
-        return {"results": [_hit_json(h, roots) for h in hits]}
+            return _error(exc, names)
+        return JSONResponse({"results": [_hit_json(h, roots) for h in hits]})
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> Any:
@@ -89,22 +88,36 @@ def create_app(index: Any, cfg: ServeConfig | None = None) -> Any:
     @app.get("/api/stats")
     def stats() -> Any:  # counts and index parameters; no model path, folder or roots
         full = index.stats()
-        return {"count": full["count"], "roots": len(roots), "modalities": full["modalities"]}
+        sizes = batcher.batches
+        return {"count": full["count"], "roots": len(roots), "modalities": full["modalities"],
+                "text_batches": {"recent": len(sizes), "mean_size": round(sum(sizes) / max(1, len(sizes)), 2)}}
 
-    _search_routes(app, results, cfg)
+    _search_routes(app, results, batcher, cfg)
     _media_routes(app, index, roots, cfg)
     return app
 
 
-def _search_routes(app: Any, results: Any, cfg: ServeConfig) -> None:
+def _error(exc: XmodalError, names: dict[str, str] | None = None) -> Any:
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"error": scrub(str(exc), names)}, status_code=400)
+
+
+def _search_routes(app: Any, results: Any, batcher: TextBatcher, cfg: ServeConfig) -> None:
     fa = _fastapi()
     from fastapi.responses import JSONResponse
 
     @app.get("/api/search")
-    def search_text(q: str, k: int = 12, modality: list[str] | None = fa.Query(None)) -> Any:
+    async def search_text(q: str, k: int = 12, modality: list[str] | None = fa.Query(None)) -> Any:
+        """Awaits its vector from the text batcher (no thread held while waiting), then searches."""
         if not q.strip():
             return JSONResponse({"error": "empty query"}, status_code=400)
-        return results(q, k, modality)
+        try:
+            _check_modalities(modality)
+            vector = await asyncio.wrap_future(batcher.submit(q))
+        except XmodalError as exc:
+            return _error(exc)
+        return results(vector, k, modality)
 
     @app.post("/api/search/file")
     async def search_file(request: fa.Request, k: int = 12, modality: list[str] | None = fa.Query(None)) -> Any:

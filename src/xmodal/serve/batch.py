@@ -1,8 +1,9 @@
 """Micro-batching of text queries: concurrent requests share one forward pass of the text tower.
 
-A request puts its text on a queue and waits. One worker thread takes the first waiting text, keeps
-collecting for ``wait_ms`` (or until ``max_batch`` texts), embeds them all in one call and hands each
-request its vector. While a batch runs, new queries queue up and form the next batch, so under load
+A request puts its text on a queue and waits. One worker thread takes the first waiting text and keeps
+collecting while more arrive less than ``wait_ms`` apart (for at most ten times ``wait_ms`` in all, or
+until ``max_batch`` texts), embeds them all in one call and hands each request its vector. A lone
+query waits ``wait_ms``; a burst is gathered into one batch rather than cut after its first few. While a batch runs, new queries queue up and form the next batch, so under load
 the tower runs on full batches instead of one query at a time behind a lock. A batch that fails is
 retried one text at a time, so a bad query gets its own error and does not fail its neighbours.
 """
@@ -33,10 +34,14 @@ class TextBatcher:
         self.batches: list[int] = []  # size of each batch run (the last 1000), for tests and benches
 
     def __call__(self, text: str) -> np.ndarray:
+        return self.submit(text).result()
+
+    def submit(self, text: str) -> Future:
+        """A future of the ``[D]`` vector of ``text`` (for callers that await rather than block)."""
         self._ensure_worker()
         future: Future = Future()
         self._queue.put((text, future))
-        return future.result()
+        return future
 
     def close(self) -> None:
         """Stop the worker thread (queued queries are still answered first)."""
@@ -63,11 +68,12 @@ class TextBatcher:
                 return
 
     def _collect(self, first: tuple) -> tuple[list[tuple], bool]:
-        """The first item plus whatever arrives within the wait (or is already queued), up to max_batch."""
-        batch, deadline = [first], time.monotonic() + self.wait
+        """The first item plus what follows it less than ``wait`` apart (at most 10 waits), up to max_batch."""
+        batch, cap = [first], time.monotonic() + 10 * self.wait
         while len(batch) < self.max_batch:
+            timeout = min(self.wait, cap - time.monotonic())
             try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                item = self._queue.get(timeout=max(0.0, timeout)) if timeout > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is None:
