@@ -51,13 +51,14 @@ def build_index(work: Path, model: str | None, world: str | None) -> Path:
     return work / "ix"
 
 
-def start_server(index: Path, max_batch: int, threads: int) -> tuple[subprocess.Popen, str]:
+def start_server(index: Path, max_batch: int, threads: int, wait_ms: float) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen([sys.executable, "-m", "xmodal.cli.main", "serve", str(index), "--port", str(port),
-                             "--max-batch", str(max_batch)], env=env, stdout=subprocess.DEVNULL)
+                             "--max-batch", str(max_batch), "--batch-wait-ms", str(wait_ms)],
+                            env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     import httpx
 
@@ -95,7 +96,7 @@ def fire(url: str, n: int, round_no: int) -> tuple[list[float], int, float]:
 def measure(index: Path, max_batch: int, args: argparse.Namespace) -> dict:
     import httpx
 
-    proc, url = start_server(index, max_batch, args.threads)
+    proc, url = start_server(index, max_batch, args.threads, args.wait_ms)
     try:
         for i in range(3):  # warm-up: first forward passes, tokenizer, thread pools
             httpx.get(f"{url}/api/search", params={"q": f"warm up {i}"}, timeout=60)
@@ -120,6 +121,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=50, help="queries fired at once (default 50)")
     p.add_argument("--rounds", type=int, default=3, help="bursts per setting (default 3)")
     p.add_argument("--max-batch", type=int, nargs="+", default=[64, 1], help="settings compared (default 64 1)")
+    p.add_argument("--wait-ms", type=float, default=20.0, help="the server's --batch-wait-ms (default 20)")
     p.add_argument("--threads", type=int, default=2, help="OMP/torch threads of the server (default 2)")
     p.add_argument("--model", help="model folder (default: a LiT with the MiniLM-L6 text tower, tiny vision)")
     p.add_argument("--world", help="world folder to index (default: a small generated one)")
@@ -127,7 +129,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="xmodal-serve-load-") as tmp:
         index = build_index(Path(tmp), args.model, args.world)
         rows = [measure(index, mb, args) for mb in args.max_batch]
-    print(f"\n{args.concurrency} concurrent text queries x {args.rounds} rounds, {os.cpu_count()} CPUs "
+    print(f"\n{args.concurrency} concurrent text queries x {args.rounds} rounds, batch wait {args.wait_ms} ms, "
+          f"{os.cpu_count()} CPUs "
           f"(load average {os.getloadavg()[0]:.1f})\n")
     print("| max batch | requests | errors | p50 ms | p95 ms | max ms | queries/s | mean batch |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")

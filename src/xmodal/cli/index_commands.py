@@ -112,8 +112,8 @@ def serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest query upload, MB (default 20)")
     p.add_argument("--max-batch", type=int, default=64,
                    help="most concurrent text queries embedded in one forward pass (default 64; 1 = no batching)")
-    p.add_argument("--batch-wait-ms", type=float, default=5.0,
-                   help="how long a text query waits for others to share its forward pass (default 5)")
+    p.add_argument("--batch-wait-ms", type=float, default=20.0,
+                   help="a text batch stays open while queries arrive less than this apart, 10x at most (default 20)")
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="also answer requests for this host name (repeatable; localhost, 127.0.0.1 and [::1] "
                         "always are; --host's own address is added)")

@@ -45,7 +45,7 @@ class ServeConfig:
     max_k: int = 100  # most results one query may ask for
     thumb_size: int = 160  # longest side of thumbnails, pixels
     allow_hosts: list[str] = field(default_factory=list)  # Host names accepted besides localhost/127.0.0.1/[::1]
-    batch_wait_ms: float = 5.0  # a text query waits this long for others to share its forward pass
+    batch_wait_ms: float = 20.0  # a text batch stays open while queries arrive less than this apart (10x at most)
     max_batch: int = 64  # most text queries embedded in one forward pass
 
 
@@ -226,7 +226,8 @@ def _hit_json(hit: Any, roots: list[Path]) -> dict[str, Any]:
 
     root = roots.index(Path(hit.root)) if Path(hit.root) in roots else -1
     rel = quote(os.path.relpath(hit.path, hit.root))
-    out = {"id": hit.id, "root": root, "path": os.path.relpath(hit.path, hit.root), "name": Path(hit.path).name, "modality": hit.modality, "score": round(hit.score, 4),
+    out = {"id": hit.id, "root": root, "path": os.path.relpath(hit.path, hit.root), "name": Path(hit.path).name,
+           "modality": hit.modality, "score": round(hit.score, 4),
            "duration": hit.duration, "url": f"/media/{root}/{rel}"}
     if hit.modality in MODALITIES and MODALITIES.get(hit.modality).visual:
         out["thumb"] = f"/thumb/{root}/{rel}"

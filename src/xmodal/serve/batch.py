@@ -3,8 +3,9 @@
 A request puts its text on a queue and waits. One worker thread takes the first waiting text and keeps
 collecting while more arrive less than ``wait_ms`` apart (for at most ten times ``wait_ms`` in all, or
 until ``max_batch`` texts), embeds them all in one call and hands each request its vector. A lone
-query waits ``wait_ms``; a burst is gathered into one batch rather than cut after its first few. While a batch runs, new queries queue up and form the next batch, so under load
-the tower runs on full batches instead of one query at a time behind a lock. A batch that fails is
+query waits ``wait_ms``; a burst is gathered into one batch rather than cut after its first few.
+While a batch runs, new queries queue up and form the next batch, so under load the tower runs on
+full batches instead of one query at a time behind a lock. A batch that fails is
 retried one text at a time, so a bad query gets its own error and does not fail its neighbours.
 """
 
@@ -24,7 +25,7 @@ EmbedTexts = Callable[[Sequence[str]], np.ndarray]  # texts -> [N, D] vectors
 class TextBatcher:
     """``batcher(text) -> [D] vector``, thread-safe; texts of concurrent callers are embedded together."""
 
-    def __init__(self, embed_texts: EmbedTexts, wait_ms: float = 5.0, max_batch: int = 64) -> None:
+    def __init__(self, embed_texts: EmbedTexts, wait_ms: float = 20.0, max_batch: int = 64) -> None:
         self.embed_texts = embed_texts
         self.wait = wait_ms / 1000.0
         self.max_batch = max(1, max_batch)
