@@ -17,7 +17,7 @@ def client(built_index):
 
     from xmodal.serve import ServeConfig, create_app
 
-    return TestClient(create_app(built_index, ServeConfig(max_upload_bytes=200_000)))
+    return TestClient(create_app(built_index, ServeConfig(max_upload_bytes=200_000)), base_url="http://localhost")
 
 
 def test_page_and_text_search(client):

@@ -16,12 +16,16 @@ MAX_LISTED = 20  # skipped files printed one per line; the rest are counted
 
 # ---------------------------------------------------------------- index
 def index_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="+", metavar="PATH",
+    p.add_argument("paths", nargs="*", metavar="PATH",
                    help="media folders or manifests (.csv/.jsonl); with --merge: shard index folders")
     p.add_argument("--out", required=True, help="index folder (created, or brought up to date)")
     p.add_argument("--model", help="model name or checkpoint folder (default: the one the index was built with)")
     p.add_argument("--shard", help="i/n: index only the i-th of n disjoint parts (merge them with --merge)")
     p.add_argument("--merge", action="store_true", help="merge the shard indexes PATH... into --out")
+    p.add_argument("--repair", action="store_true",
+                   help="rebuild the search files of --out from its rows (after a damaged-file error)")
+    p.add_argument("--prune", action="store_true",
+                   help="drop the rows of a folder that is now empty or lost over half its files (else refused)")
     p.add_argument("--workers", type=int, help="parallel data-loading processes (default 0)")
     p.add_argument("--batch-size", type=int, help="files per forward pass (default 32)")
     no_progress_arg(p)
@@ -31,13 +35,20 @@ def index_args(p: argparse.ArgumentParser) -> None:
 def index(args: argparse.Namespace) -> int:
     from xmodal.index import BuildConfig, Index
 
+    if args.repair:
+        fixed = Index.repair(args.out)
+        print(f"repaired {args.out}: rebuilt the search files of {len(fixed)} rows ({', '.join(fixed.anns) or 'none'})")
+        fixed.close()
+        if not args.paths:
+            return 0
+    if not args.paths:
+        raise ConfigError("give the media folders or manifests to index (or --repair alone)")
     if args.merge:
-        idx = Index.create(args.out, model=args.model)
-        n = idx.merge(args.paths)
-        idx.save()
-        print(f"merged {n} rows from {len(args.paths)} shard(s) into {args.out}: {len(idx)} files")
+        idx = Index.merged(args.paths, args.out, model=args.model)
+        print(f"merged {len(args.paths)} shard(s) into {args.out}: {len(idx)} files")
         return 0
-    base: dict[str, Any] = {"progress": not args.no_progress, **given(args, "shard", "workers", "batch_size")}
+    base: dict[str, Any] = {"progress": not args.no_progress, "prune": args.prune,
+                            **given(args, "shard", "workers", "batch_size")}
     cfg = build_config(BuildConfig, args, base)
     model = args.model
     if model is None and not (Path(args.out) / "index.sqlite").is_file():
@@ -99,6 +110,13 @@ def serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--model", help="model to embed queries (default: the one the index was built with)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest query upload, MB (default 20)")
+    p.add_argument("--max-batch", type=int, default=64,
+                   help="most concurrent text queries embedded in one forward pass (default 64; 1 = no batching)")
+    p.add_argument("--batch-wait-ms", type=float, default=20.0,
+                   help="a text batch stays open while queries arrive less than this apart, 10x at most (default 20)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests for this host name (repeatable; localhost, 127.0.0.1 and [::1] "
+                        "always are; --host's own address is added)")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -106,7 +124,9 @@ def serve(args: argparse.Namespace) -> int:
     from xmodal.serve import ServeConfig, create_app, run_server
 
     idx = Index.load(args.index, model=args.model)
-    app = create_app(idx, ServeConfig(max_upload_bytes=int(args.max_upload_mb * 1e6)))
+    hosts = list(args.allow_host) + ([args.host] if args.host not in ("0.0.0.0", "::", "") else [])
+    app = create_app(idx, ServeConfig(max_upload_bytes=int(args.max_upload_mb * 1e6), allow_hosts=hosts,
+                                      max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms))
     print(f"serving {args.index} ({len(idx)} files) on http://{args.host}:{args.port}/")
     run_server(app, args.host, args.port)
     return 0

@@ -2,7 +2,10 @@
 
 An incremental run compares each file with its row: same mtime and size -> unchanged (nothing read);
 otherwise the content hash decides between "touched" (metadata updated, not re-embedded) and
-"changed" (re-embedded). Files under the run's roots that are gone are dropped. Embedding runs in
+"changed" (re-embedded). Files under the run's roots that are gone are dropped, unless a root lost
+all or more than half of its files (an empty or unmounted folder): then the run refuses, changing
+nothing, unless ``prune``. A manifest indexes only files under its own folder (its root); rows
+pointing outside it are skipped with a reason, so that no outside folder becomes a root. Embedding runs in
 chunks of ``chunk`` files, each committed in one SQLite transaction, so a killed run loses at most one
 chunk and the next run resumes from there. ``shard="i/n"`` keeps the i-th of n disjoint parts of the
 files (by a hash of the path relative to its root), so n machines can build parts that are merged.
@@ -13,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,6 +40,7 @@ class BuildConfig:
     chunk: int = 256  # files embedded per committed transaction (a kill loses at most one chunk)
     shard: str = ""  # "i/n": index only the i-th of n disjoint parts of the files ("" = all)
     progress: bool = True  # show a progress bar with files/s
+    prune: bool = False  # drop the rows of a root that vanished or lost over half its files (else: refuse)
 
 
 @dataclass
@@ -131,10 +136,18 @@ def _walk_manifest(manifest: Path, items: dict, skipped: list) -> None:
     for row in read_manifest(manifest):
         for col in MANIFEST_COLUMNS:
             value = (row.get(col) or "").strip() if isinstance(row.get(col), str) else None
-            if value:
-                path = Path(value) if Path(value).is_absolute() else folder / value
-                root = folder if path.resolve().is_relative_to(folder) else path.resolve().parent
-                _add(path, root, items, skipped, None)
+            if not value:
+                continue
+            path = Path(value) if Path(value).is_absolute() else folder / value
+            try:
+                inside = path.resolve().is_relative_to(folder)
+            except (OSError, ValueError, RuntimeError):
+                skipped.append((value, "not a valid file path"))
+                continue
+            if inside:
+                _add(path, folder, items, skipped, None)
+            else:  # never make a folder outside the manifest's an indexed (served) root
+                skipped.append((value, f"outside the manifest's folder {folder}: refused (index that folder itself)"))
 
 
 def file_hash(path: str) -> str:
@@ -185,12 +198,26 @@ def plan(store: Store, items: list[Item], shard: tuple[int, int] | None, roots: 
     return Plan(todo, touched, unchanged, deleted)
 
 
+def guard_prune(store: Store, deleted: list[Row], prune: bool) -> None:
+    """Refuse (a DataError, nothing written) to drop the rows of a root that vanished (an empty or
+    unmounted folder) or lost more than half of its files, unless ``prune``."""
+    if prune or not deleted:
+        return
+    had = Counter(r.root for r in store.snapshot().values())
+    for root, lost in sorted(Counter(r.root for r in deleted).items()):
+        if 2 * lost > had[root]:
+            what = "all" if lost == had[root] else f"{lost} of {had[root]}"
+            raise DataError(root, f"{what} of its indexed files are gone (an empty or unmounted folder?); "
+                                  "nothing was changed; pass --prune to drop their rows")
+
+
 def run(store: Store, model: Any, sources: Sequence[str | Path], cfg: BuildConfig) -> BuildReport:
     """Bring ``store`` up to date with ``sources`` (see the module docstring)."""
     start = time.perf_counter()
     items, skipped = walk(sources, exclude=store.folder.resolve())
     roots = {it.root for it in items} | {str(Path(s).resolve()) for s in sources if Path(s).is_dir()}
     p = plan(store, items, parse_shard(cfg.shard), roots)
+    guard_prune(store, p.deleted, cfg.prune)
     report = BuildReport(touched=len(p.touched), unchanged=p.unchanged, deleted=len(p.deleted), skipped=skipped)
     with store.transaction():
         store.touch(p.touched)

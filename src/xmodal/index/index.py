@@ -8,7 +8,9 @@ Folder layout::
 
 A FAISS file is used only when ``ann.json`` says it was written for the store's current generation;
 otherwise (a killed run, an older build) it is rebuilt from the rows on load. Both files are
-replaced atomically, so a crash at any point leaves a loadable index.
+replaced atomically, so a crash at any point leaves a loadable index. Every file is checked on load
+(:mod:`xmodal.index.verify`): a damaged one is a one-line error naming it, with the way out
+(``Index.repair`` / ``xmodal index --repair`` rebuilds the FAISS files from the rows).
 
 Example::
 
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +34,10 @@ import numpy as np
 
 from xmodal.errors import CheckpointError, ConfigError
 from xmodal.index import ann as ann_lib
+from xmodal.index import verify
 from xmodal.index.build import MEDIA, BuildConfig, BuildReport, merge_rows, run
 from xmodal.index.store import DB_FILE, Row, Store
-
-ANN_META = "ann.json"
+from xmodal.index.verify import ANN_META
 IN_MEMORY = "<in-memory model>"
 
 
@@ -86,9 +90,29 @@ class Index:
         folder = Path(folder)
         if not create and not (folder / DB_FILE).is_file():
             raise CheckpointError(f"{folder}: not an xmodal index (no {DB_FILE})")
-        index = cls(folder, Store(folder), None, ann_cfg)
-        index._bind_model(model)
-        index._load_anns()
+        verify.check_sqlite_file(folder)
+        try:
+            index = cls(folder, Store(folder), None, ann_cfg)
+            index._bind_model(model)
+            index._load_anns()
+        except sqlite3.DatabaseError as exc:
+            raise verify.damaged_store(folder, exc) from None
+        return index
+
+    @classmethod
+    def repair(cls, folder: str | Path, ann_cfg: ann_lib.AnnConfig | None = None) -> "Index":
+        """Rebuild the FAISS files and ``ann.json`` of ``folder`` from its rows (a CheckpointError if the
+        rows themselves are damaged: then only building the index again from the media helps)."""
+        folder = Path(folder)
+        if not (folder / DB_FILE).is_file():
+            raise CheckpointError(f"{folder}: not an xmodal index (no {DB_FILE})")
+        problem = verify.integrity_problem(folder)
+        if problem:
+            raise verify.damaged_store(folder, problem)
+        for file in [folder / ANN_META, *folder.glob("ann.*.faiss")]:
+            file.unlink()
+        index = cls._open(folder, None, ann_cfg, create=False)
+        index.save()
         return index
 
     def _bind_model(self, model: Any) -> None:
@@ -133,27 +157,59 @@ class Index:
         if dim is not None and int(dim) != model.embed_dim:
             raise ConfigError(f"{self.folder}: index vectors are {dim}-d, the model gives {model.embed_dim}-d")
         self.store.set_meta(embed_dim=model.embed_dim)
-        report = run(self.store, model, list(sources), config or BuildConfig())
+        try:
+            report = run(self.store, model, list(sources), config or BuildConfig())
+        except sqlite3.DatabaseError as exc:
+            raise verify.damaged_store(self.folder, exc) from None
         for modality in report.changed_modalities:
             self._rebuild(modality)
         return report
 
+    @classmethod
+    def merged(cls, shards: Sequence[str | Path], out: str | Path, model: Any = None,
+               ann_cfg: ann_lib.AnnConfig | None = None) -> "Index":
+        """Merge shard indexes into ``out``: into the index there, or into a new one that appears only
+        when complete (built in a temporary sibling folder, its files moved in last; nothing on failure)."""
+        out = Path(out)
+        if (out / DB_FILE).is_file():
+            index = cls.create(out, model, ann_cfg)
+            index.merge(shards)
+            index.save()
+            return index
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.parent / f".{out.name}.merging-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            index = cls.create(tmp, model, ann_cfg)
+            index.merge(shards)
+            index.save()
+            index.close()
+            out.mkdir(exist_ok=True)
+            for file in sorted(tmp.iterdir(), key=lambda f: (f.name == DB_FILE, f.name)):  # the rows last
+                os.replace(file, out / file.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return cls.load(out, model, ann_cfg)
+
     def merge(self, shards: Sequence[str | Path]) -> int:
-        """Copy the rows of shard indexes (built with ``shard="i/n"``) into this one; returns rows copied."""
-        stores = []
-        for folder in shards:
-            s = Store(folder) if (Path(folder) / DB_FILE).is_file() else None
-            if s is None:
-                raise CheckpointError(f"{folder}: not an xmodal index (no {DB_FILE})")
-            if self.store.get_meta("model") not in (None, s.get_meta("model")):
-                raise ConfigError(f"{folder}: built with model {s.get_meta('model')!r}, "
-                                  f"not {self.store.get_meta('model')!r}")
-            if self.store.get_meta("model") is None:
-                self.store.set_meta(model=s.get_meta("model"), embed_dim=s.get_meta("embed_dim"))
-            stores.append(s)
-        n = merge_rows(self.store, stores)
-        for s in stores:
-            s.close()
+        """Copy the rows of shard indexes (built with ``shard="i/n"``) into this one; returns rows copied.
+        Every shard is opened and checked before anything is written."""
+        stores = [_open_shard(Path(folder)) for folder in shards]
+        try:
+            model = self.store.get_meta("model")
+            for folder, s in zip(shards, stores):
+                theirs = s.get_meta("model")
+                if model is not None and theirs != model:
+                    raise ConfigError(f"{folder}: built with model {theirs!r}, not {model!r}")
+                model = theirs
+            if self.store.get_meta("model") is None and stores:
+                self.store.set_meta(model=model, embed_dim=stores[0].get_meta("embed_dim"))
+            n = merge_rows(self.store, stores)
+        except sqlite3.DatabaseError as exc:
+            raise CheckpointError(f"a shard's {DB_FILE} is damaged ({exc}); {verify.rebuild_hint()}") from None
+        finally:
+            for s in stores:
+                s.close()
         for modality in self.store.modalities():
             self._rebuild(modality)
         return n
@@ -168,25 +224,25 @@ class Index:
 
     def save(self) -> None:
         """Write the FAISS files and ``ann.json`` (atomically) for the store's current generation."""
+        files = {}
         for modality, index in self.anns.items():
             ann_lib.save_ann(index, self.folder / f"ann.{modality}.faiss")
-        meta = {"generation": self.store.generation, "modalities": self.params}
+            files[modality] = verify.file_record(self.folder / f"ann.{modality}.faiss")
+        meta = {"generation": self.store.generation, "modalities": self.params, "files": files}
         tmp = self.folder / f"{ANN_META}.tmp{os.getpid()}"
         tmp.write_text(json.dumps(meta, indent=2))
         os.replace(tmp, self.folder / ANN_META)
 
     def _load_anns(self) -> None:
-        meta_file = self.folder / ANN_META
-        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        meta = verify.read_ann_meta(self.folder)
         fresh = meta.get("generation") == self.store.generation
         for modality in self.store.modalities():
             file = self.folder / f"ann.{modality}.faiss"
             params = meta.get("modalities", {}).get(modality)
             if fresh and params and file.is_file():
-                self.anns[modality] = ann_lib.load_ann(file)
+                self.anns[modality] = verify.load_checked(self.folder, modality, meta, self.store.count(modality),
+                                                          self.embed_dim)
                 self.params[modality] = params
-                if params.get("kind") == "ivf":
-                    self.anns[modality].nprobe = params["nprobe"]
             else:
                 self._rebuild(modality)
 
@@ -208,21 +264,25 @@ class Index:
         if isinstance(query, np.ndarray) or hasattr(query, "numpy"):
             vec = np.asarray(query, dtype=np.float32).reshape(-1)
             return vec / max(float(np.linalg.norm(vec)), 1e-12)
+        if not isinstance(query, Path):
+            return self.text_vectors([str(query)])[0]
+        from xmodal.modalities import modality_of
+
+        return self._vectors(modality or modality_of(str(query)), [str(query)])[0]
+
+    def text_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """``[N, D]`` unit vectors of text queries, embedded together (one forward pass per 64)."""
+        return self._vectors("text", list(texts))
+
+    def _vectors(self, modality: str, items: list[str]) -> np.ndarray:
         from xmodal.tasks.embed import embed
 
-        if isinstance(query, Path):
-            from xmodal.modalities import modality_of
-
-            modality = modality or modality_of(str(query))
-            items = [str(query)]
-        else:
-            modality, items = "text", [str(query)]
         model = self.model
         if modality not in model.modalities:
             raise ConfigError(f"model has no {modality} tower (it has {model.modalities})")
         with self._lock:
             out = embed(model, modality, items, on_error="raise", progress=False)
-        return out.vectors[0].numpy().astype(np.float32)
+        return out.vectors.numpy().astype(np.float32)
 
     def search(self, query: Any, k: int = 10, modality: str | Sequence[str] | None = None,
                query_modality: str | None = None) -> list[Hit]:
@@ -241,11 +301,25 @@ class Index:
                 scores, ids = self.anns[m].search(vec, min(k, self.anns[m].ntotal))
                 scored += [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
         scored = sorted(scored, reverse=True)[:k]
-        rows = self.store.rows(i for _, i in scored)
+        try:
+            rows = self.store.rows(i for _, i in scored)
+        except sqlite3.DatabaseError as exc:
+            raise verify.damaged_store(self.folder, exc) from None
         return [_hit(rows[i], s) for s, i in scored if i in rows]
 
     def close(self) -> None:
         self.store.close()
+
+
+def _open_shard(folder: Path) -> Store:
+    """The store of a shard index to merge, checked (a one-line error if it is none or is damaged)."""
+    if not (folder / DB_FILE).is_file():
+        raise CheckpointError(f"{folder}: not an xmodal index (no {DB_FILE})")
+    verify.check_sqlite_file(folder)
+    try:
+        return Store(folder)
+    except sqlite3.DatabaseError as exc:
+        raise verify.damaged_store(folder, exc) from None
 
 
 def _hit(row: Row, score: float) -> Hit:
