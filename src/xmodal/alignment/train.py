@@ -94,8 +94,17 @@ def _fill_caches(model: Any, rows: Sequence[dict[str, Any]], val_rows: Sequence[
     for m, col in zip(cfg.modalities, cfg.columns):
         if caches[m] is not None:
             values = [r[col] for r in list(rows) + list(val_rows or [])]
-            caches[m].fill(values, desc=f"caching frozen {m}", progress=cfg.fit.progress)
+            caches[m].fill(values, desc=f"caching frozen {m}", progress=cfg.fit.progress, skip_errors=cfg.on_error == "skip")
     return caches
+
+
+def _readable(rows: Sequence[dict[str, Any]] | None, caches: dict[str, FeatureCache | None], cfg: AlignConfig
+              ) -> list[dict[str, Any]] | None:
+    """The ``rows`` none of whose cached inputs was skipped as unreadable (``on_error="skip"``)."""
+    if rows is None:
+        return None
+    bad = [(col, caches[m].skipped) for m, col in zip(cfg.modalities, cfg.columns) if caches[m] is not None]
+    return [r for r in rows if not any(r[col] in skipped for col, skipped in bad)]
 
 
 def _loader(model: Any, rows: Sequence[dict[str, Any]], caches: dict[str, FeatureCache | None], cfg: AlignConfig,
@@ -144,6 +153,7 @@ def align(
     device = next(model.parameters()).device
     _init_logits(model, cfg)
     caches = _fill_caches(model, rows, val_rows, cfg, root, device)
+    rows, val_rows = _readable(rows, caches, cfg), _readable(val_rows, caches, cfg)
     data, loader = _loader(model, rows, caches, cfg, root)
     loss_fn = LOSSES.get(cfg.loss)
     encode = _encoder(model, rows, caches, device)
@@ -156,11 +166,13 @@ def align(
         return {"loss": loss_fn(a, b, model.logit_scale, model.logit_bias, labels=labels)}
 
     evaluate = (lambda: validate(model, val_rows, cfg, root)) if val_rows else None
-    history = fit(step, model, loader, cfg.fit, evaluate=evaluate, out=out)
+    history = fit(step, model, loader, cfg.fit, evaluate=evaluate, out=out, generators={"shuffle": loader.generator})
     if out is not None:
         model.save_pretrained(Path(out) / "model")
     cached = {m: c.computed for m, c in caches.items() if c is not None}
-    return AlignResult(model=model, history=history, cached=cached, skipped=list(dict.fromkeys([*skipped, *data.skipped])))
+    unreadable = [s for c in caches.values() if c is not None for s in c.skipped.values()]
+    return AlignResult(model=model, history=history, cached=cached,
+                       skipped=list(dict.fromkeys([*unreadable, *skipped, *data.skipped])))
 
 
 def _init_logits(model: Any, cfg: AlignConfig) -> None:
