@@ -18,3 +18,25 @@ def test_each_key_is_encoded_once():
     assert cache.computed == 3  # looked up, not recomputed
     cache.get([5])
     assert cache.computed == 4 and 5 in cache
+
+
+def test_unreadable_inputs_are_recorded_and_not_retried_when_skipping():
+    import pytest
+
+    from xmodal.errors import DataError
+
+    loads = []
+
+    def load(x):
+        loads.append(x)
+        if x == "bad.png":
+            raise DataError(x, "not an image")
+        return torch.tensor([float(len(x))])
+
+    cache = FeatureCache(lambda b: b, load=load, collate=torch.stack, batch_size=2)
+    with pytest.raises(DataError):
+        cache.fill(["a.png", "bad.png"])
+    cache.fill(["a.png", "bad.png", "bb.png"], skip_errors=True)
+    assert cache.skipped == {"bad.png": ("bad.png", "not an image")} and "a.png" in cache and "bb.png" in cache
+    cache.fill(["bad.png"], skip_errors=True)
+    assert loads.count("bad.png") == 2  # the failed first fill, then once when skipping

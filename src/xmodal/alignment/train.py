@@ -199,5 +199,9 @@ def validate(model: Any, rows: Sequence[dict[str, Any]], cfg: AlignConfig, root:
         res = zeroshot(model, items, labels, templates=cfg.templates, modality=mods[other], root=root,
                        on_error=cfg.on_error, progress=False)
         return {"val_top1": res.top1, "val_top5": res.top5}
-    a, b = (embed(model, m, [r[c] for r in rows], root=root, progress=False) for m, c in zip(mods, cols))
-    return {"val_" + k: v for k, v in retrieval_metrics(a.vectors @ b.vectors.t()).items()}
+    a, b = (embed(model, m, [r[c] for r in rows], root=root, on_error=cfg.on_error, progress=False)
+            for m, c in zip(mods, cols))
+    at = [{k: j for j, k in enumerate(e.kept)} for e in (a, b)]  # row -> its vector, per side
+    both = [i for i in range(len(rows)) if i in at[0] and i in at[1]]  # pairs with both files readable
+    va, vb = (e.vectors[[where[i] for i in both]] for e, where in zip((a, b), at))
+    return {"val_" + k: v for k, v in retrieval_metrics(va @ vb.t()).items()}
