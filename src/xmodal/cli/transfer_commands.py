@@ -106,6 +106,7 @@ def compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, help="training runs per strategy (different seeds); >1 reports mean and std")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", help="progress bars")
+    overwrite_arg(p)
     p.add_argument("--list", action=list_action("strategies"))
     config_args(p)
 
@@ -117,6 +118,7 @@ def compare(args: argparse.Namespace) -> int:
     sep = ";" if ";" in args.strategies else ","
     specs = [s.strip() for s in args.strategies.split(sep) if s.strip()]
     base: dict[str, Any] = {"out": args.out, "strategies": specs, "progress": bool(args.progress),
+                            "overwrite": args.overwrite,
                             **given(args, "model", "data", "threads", "seeds")}
     transfer = {**_task_config(args), **({"fit": {"epochs": args.epochs}} if args.epochs is not None else {})}
     if transfer:
