@@ -3,7 +3,9 @@
 ``fit`` takes a ``step(batch) -> {"loss": Tensor, ...}`` function (the task), the parameters to train,
 a data loader and an optional ``evaluate() -> {metric: float}``. It does AdamW with linear warm-up and
 cosine decay, gradient accumulation and clipping, bf16 autocast on CUDA, early stopping on a monitored
-metric, a JSON-lines log, and a checkpoint after every epoch from which a killed run resumes.
+metric, a JSON-lines log, and atomic checkpoints of the complete training state (after every epoch and
+every ``checkpoint_every`` batches, see ``engine/resume.py``) from which a killed run resumes to the
+same weights as an uninterrupted one.
 """
 
 from __future__ import annotations

@@ -223,9 +223,9 @@ def run_one(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root:
     _, task_cfg, _, strategy_cfg = check(tcfg)  # the settings in full, defaults included
     key = json.loads(json.dumps({"base": base, "data": cfg.data or to_dict(cfg.world), "transfer": to_dict(tcfg),
                                  "task": to_dict(task_cfg), "strategy": to_dict(strategy_cfg)}))
-    rows = [r for part in splits.values() for r in part]
+    rows = [r for part in splits.values() for r in part]  # the built-in world is named by its config in ``key``
     done = run / "metrics.json"
-    data = {"rows": fingerprint(rows, root), "model": folder_fingerprint(base)}
+    data = {"rows": fingerprint(rows, root) if cfg.data else "", "model": folder_fingerprint(base)}
     if open_run(run, "transfer", key, data, cfg.overwrite) and done.is_file():
         say(f"{run.name}: cached in {run}")
         return {"seed": seed, **json.loads(done.read_text())}
