@@ -60,3 +60,17 @@ def test_bind_command_and_bad_fusion(tmp_path, tiny_text_dir, capsys):
     assert "audio" in xmodal.load(tmp_path / "b" / "model").modalities
     rc = main(["fuse", "--train", str(manifest), "--out", str(tmp_path / "x"), "--fusion", "middle"])
     assert rc == 2 and "unknown fusion 'middle'" in capsys.readouterr().err
+
+
+def test_bind_on_error_skip_counts_and_names_a_bad_anchor_file(tmp_path, tiny_text_dir, capsys):
+    manifest = _manifest(tmp_path)
+    (tmp_path / "red1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # the anchor (image) of a train row
+    model = xmodal.load("lit", text_model=str(tiny_text_dir), vision={"width": 8, "depth": 2, "image_size": 16})
+    model.save_pretrained(tmp_path / "base")
+    argv = ["bind", "--model", str(tmp_path / "base"), "--train", str(manifest), "--out", str(tmp_path / "b"),
+            "--epochs", "1", "--batch-size", "4", "--set", "align.fit.progress=false",
+            "--set", "encoder_config={width: 8, depth: 2}", "--set", f"spec={AUDIO}"]
+    assert main(argv) == 2 and "red1.png" in capsys.readouterr().err  # fail fast by default
+    assert main([*argv, "--on-error", "skip"]) == 0, capsys.readouterr().err  # it left a record, no training
+    out = capsys.readouterr().out
+    assert "skipped 1 unreadable file(s)" in out and "red1.png" in out

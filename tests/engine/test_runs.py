@@ -52,3 +52,4 @@ def test_output_without_a_record_and_a_file_as_out_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="is a file"):
         open_run(tmp_path / "file", "bind", {}, {}, overwrite=True)
     assert open_run(tmp_path / "new", "bind", {}, {}) is False
+    assert open_run(tmp_path / "new", "bind", {"seed": 1}, {}) is False  # a record without output is replaced

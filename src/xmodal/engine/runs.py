@@ -82,7 +82,8 @@ def open_run(out: str | Path, command: str, config: dict[str, Any], data: dict[s
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, not a run folder")
     file = out / RECORD
-    if file.is_file():
+    trained = any((out / name).exists() for name in OUTPUTS if name != RECORD)  # a record alone: nothing to lose
+    if file.is_file() and trained:
         try:
             old = json.loads(file.read_text())
         except (ValueError, UnicodeDecodeError):
@@ -91,7 +92,7 @@ def open_run(out: str | Path, command: str, config: dict[str, Any], data: dict[s
             return True
         changed = _differences(old if isinstance(old, dict) else {}, record)
         reason = f"holds a run with a different {', '.join(changed[:4])}{' ...' if len(changed) > 4 else ''}"
-    elif out.is_dir() and any((out / name).exists() for name in OUTPUTS):
+    elif trained and not file.is_file():
         reason = f"holds training output without a run record ({RECORD})"
     else:
         reason = ""
