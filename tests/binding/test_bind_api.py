@@ -71,3 +71,23 @@ def test_bind_to_video_frames_caches_clips(tiny_lit, tmp_path) -> None:
     rows = read_manifest(manifest)
     res = bind(tiny_lit, rows, _cfg(anchor="video", columns=("audio", "path")), root=manifest.parent)
     assert res.cached == {"video": len(rows)}
+
+
+
+def test_skip_also_skips_a_bad_anchor_file_and_names_it(tiny_lit, tiny_av, tmp_path) -> None:
+    import shutil
+
+    from xmodal.errors import DataError
+
+    root = shutil.copytree(tiny_av.parent, tmp_path / "av")
+    rows = read_manifest(root / tiny_av.name)
+    (root / rows[1]["image"]).write_bytes(b"not a png")  # the anchor of row 1
+    (root / rows[2]["audio"]).write_bytes(b"not a wav")  # the new modality of row 2
+    with pytest.raises(DataError, match=rows[1]["image"]):
+        bind(tiny_lit, rows, _cfg(), root=root)
+    cfg = _cfg()
+    cfg.align.on_error = "skip"
+    res = bind(tiny_lit, rows, cfg, val_rows=rows[:4], root=root)
+    skipped = [file for file, _ in res.skipped]
+    assert len(skipped) == 2 and any(f.endswith(rows[1]["image"]) for f in skipped)
+    assert any(f.endswith(rows[2]["audio"]) for f in skipped)

@@ -80,3 +80,17 @@ def test_bind_audio_to_text_then_zeroshot_with_a_prompt_set(tmp_path, tiny_text_
         assert rc == 0 and "top1" in capsys.readouterr().out
     rc = main(["zeroshot", "--model", str(tmp_path / "t" / "model"), "--data", str(manifest), "--prompts", "speech"])
     assert rc == 2 and "unknown prompt set 'speech'" in capsys.readouterr().err
+
+
+def test_bind_on_error_skip_counts_and_names_a_bad_anchor_file(tmp_path, tiny_text_dir, capsys):
+    manifest = _manifest(tmp_path)
+    (tmp_path / "red1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # the anchor (image) of a train row
+    model = xmodal.load("lit", text_model=str(tiny_text_dir), vision={"width": 8, "depth": 2, "image_size": 16})
+    model.save_pretrained(tmp_path / "base")
+    argv = ["bind", "--model", str(tmp_path / "base"), "--train", str(manifest), "--out", str(tmp_path / "b"),
+            "--epochs", "1", "--batch-size", "4", "--set", "align.fit.progress=false",
+            "--set", "encoder_config={width: 8, depth: 2}", "--set", f"spec={AUDIO}"]
+    assert main(argv) == 2 and "red1.png" in capsys.readouterr().err  # fail fast by default
+    assert main([*argv, "--on-error", "skip"]) == 0, capsys.readouterr().err  # it left a record, no training
+    out = capsys.readouterr().out
+    assert "skipped 1 unreadable file(s)" in out and "red1.png" in out

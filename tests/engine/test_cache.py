@@ -40,3 +40,25 @@ def test_disk_cache_computes_once_across_instances_and_recovers_a_torn_file(tmp_
     third = DiskCache(tmp_path / "c", memory_bytes=0)  # no memory: every get reads the folder
     assert torch.equal(third.get("clip.wav|16000", compute), torch.arange(6.0).view(2, 3)) and calls == [1]
     assert third.path("other") != third.path("clip.wav|16000")
+
+
+def test_unreadable_inputs_are_recorded_and_not_retried_when_skipping():
+    import pytest
+
+    from xmodal.errors import DataError
+
+    loads = []
+
+    def load(x):
+        loads.append(x)
+        if x == "bad.png":
+            raise DataError(x, "not an image")
+        return torch.tensor([float(len(x))])
+
+    cache = FeatureCache(lambda b: b, load=load, collate=torch.stack, batch_size=2)
+    with pytest.raises(DataError):
+        cache.fill(["a.png", "bad.png"])
+    cache.fill(["a.png", "bad.png", "bb.png"], skip_errors=True)
+    assert cache.skipped == {"bad.png": ("bad.png", "not an image")} and "a.png" in cache and "bb.png" in cache
+    cache.fill(["bad.png"], skip_errors=True)
+    assert loads.count("bad.png") == 2  # the failed first fill, then once when skipping

@@ -122,6 +122,26 @@ def test_compare_with_seeds_reports_mean_and_spread(make_lit, video_manifest, tm
         compare(CompareConfig(out=str(tmp_path / "d"), model=str(base), data=str(video_manifest), seeds=0))
 
 
+
+def test_compare_reuses_the_same_run_and_refuses_other_settings_unless_overwrite(make_lit, video_manifest, tmp_path):
+    import dataclasses
+
+    from xmodal.errors import ConfigError
+    from xmodal.experiments.compare import CompareConfig, compare
+
+    base = make_lit().save_pretrained(tmp_path / "base")
+    cfg = CompareConfig(out=str(tmp_path / "c"), strategies=("temporal_head",), model=str(base),
+                        data=str(video_manifest), transfer=_cfg("temporal_head", epochs=1), baselines=False)
+    said: list[str] = []
+    compare(cfg, say=said.append)
+    compare(cfg, say=said.append)
+    assert any("cached in" in line for line in said)
+    other = dataclasses.replace(cfg, transfer=_cfg("temporal_head", epochs=2))
+    with pytest.raises(ConfigError, match="different config.transfer.fit.epochs; pass --overwrite"):
+        compare(other, say=said.append)
+    summary = compare(dataclasses.replace(other, overwrite=True), say=lambda _: None)
+    assert summary["runs"][0]["epochs"] == 2
+
 def test_retrieval_task_trains_the_video_side_against_captions(make_lit, video_manifest, tmp_path):
     s = _splits(video_manifest)
     cfg = TransferConfig(task="retrieve", strategy="temporal_head", batch_size=4,

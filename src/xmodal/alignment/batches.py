@@ -59,9 +59,10 @@ def prompter(cfg: Any) -> Callable[[str], str] | None:
 
 
 def loader(model: Any, rows: Sequence[dict[str, Any]], live: dict[str, str], cfg: Any, root: Path | None,
-           feature_dir: Path | None) -> tuple[MediaDataset, DataLoader]:
-    """The dataset of the ``live`` modalities (modality -> column) and its loader: class-balanced batches
-    when ``cfg.balance`` and rows have classes, else shuffled ones (seeded ``cfg.seed``)."""
+           feature_dir: Path | None) -> tuple[MediaDataset, DataLoader, torch.Generator]:
+    """The dataset of the ``live`` modalities (modality -> column), its loader (class-balanced batches
+    when ``cfg.balance`` and rows have classes, else shuffled ones) and the generator its order draws
+    from (seeded ``cfg.seed``; a resumed run restores it)."""
     specs = {m: model.spec(m) for m in live}
     views: dict[str, Callable[[Any], Any]] = {}
     cache = DiskCache(feature_dir) if feature_dir is not None else None
@@ -78,9 +79,9 @@ def loader(model: Any, rows: Sequence[dict[str, Any]], live: dict[str, str], cfg
     groups = classes(rows, cfg.label_column, cfg.columns) if cfg.balance else None
     if groups is not None:
         sampler = BalancedBatches(groups, cfg.batch_size, gen)
-        return data, DataLoader(data, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=data.collate_fn)
+        return data, DataLoader(data, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=data.collate_fn), gen
     return data, DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data) > cfg.batch_size,
-                            num_workers=cfg.num_workers, collate_fn=data.collate_fn, generator=gen)
+                            num_workers=cfg.num_workers, collate_fn=data.collate_fn, generator=gen), gen
 
 
 def plain_data(model: Any, rows: Sequence[dict[str, Any]], live: dict[str, str], cfg: Any, root: Path | None,

@@ -115,8 +115,17 @@ def _fill_caches(model: Any, rows: Sequence[dict[str, Any]], val_rows: Sequence[
     for m, col in zip(cfg.modalities, cfg.columns):
         if caches[m] is not None:
             values = [r[col] for r in list(rows) + list(val_rows or [])]
-            caches[m].fill(values, desc=f"caching frozen {m}", progress=cfg.fit.progress)
+            caches[m].fill(values, desc=f"caching frozen {m}", progress=cfg.fit.progress, skip_errors=cfg.on_error == "skip")
     return caches
+
+
+def _readable(rows: Sequence[dict[str, Any]] | None, caches: dict[str, FeatureCache | None], cfg: AlignConfig
+              ) -> list[dict[str, Any]] | None:
+    """The ``rows`` none of whose cached inputs was skipped as unreadable (``on_error="skip"``)."""
+    if rows is None:
+        return None
+    bad = [(col, caches[m].skipped) for m, col in zip(cfg.modalities, cfg.columns) if caches[m] is not None]
+    return [r for r in rows if not any(r[col] in skipped for col, skipped in bad)]
 
 
 def _encoder(model: Any, rows: Sequence[dict[str, Any]], caches: dict[str, FeatureCache | None],
@@ -244,11 +253,12 @@ def align(
     device = next(model.parameters()).device
     _init_logits(model, cfg)
     caches = _fill_caches(model, rows, val_rows, cfg, root, device)
+    rows, val_rows = _readable(rows, caches, cfg), _readable(val_rows, caches, cfg)
     live = {m: col for m, col in zip(cfg.modalities, cfg.columns) if caches[m] is None}
     skipped: dict[tuple[str, str], None] = {}
     warnings: list[str] = []
     with _feature_dir(cfg, out) as features:
-        data, batches = loader(model, rows, live, cfg, root, features)
+        data, batches, gen = loader(model, rows, live, cfg, root, features)
         plain = plain_data(model, rows, live, cfg, root, features)
         step = _step(model, rows, caches, cfg, device, list(live), skipped)
         probe = _probe(model, plain, _encoder(model, rows, caches, device, None), cfg)
@@ -256,7 +266,7 @@ def align(
         # training batches from the second epoch on (the first averages in the random start)
         on_epoch_end = lambda record: check(record, "") if record["epoch"] >= min(2, cfg.fit.epochs) else None  # noqa: E731
         history = fit(step, model, batches, cfg.fit, evaluate=_evaluate(model, val_rows, cfg, root, probe), out=out,
-                      on_epoch_end=on_epoch_end)
+                      on_epoch_end=on_epoch_end, generators={"shuffle": gen})
         if cfg.precise_bn:
             _precise_bn(model, plain, list(live), cfg, device)
         final = probe() if cfg.diagnostics else {}  # the trained model in evaluation mode, as zero-shot will see it
@@ -264,8 +274,9 @@ def align(
     if out is not None:
         model.save_pretrained(Path(out) / "model")
     cached = {m: c.computed for m, c in caches.items() if c is not None}
-    return AlignResult(model=model, history=history, cached=cached, skipped=list(dict.fromkeys([*skipped, *data.skipped])),
-                       warnings=warnings, spread=final)
+    unreadable = [s for c in caches.values() if c is not None for s in c.skipped.values()]
+    return AlignResult(model=model, history=history, cached=cached, warnings=warnings, spread=final,
+                       skipped=list(dict.fromkeys([*unreadable, *skipped, *data.skipped])))
 
 
 def _evaluate(model: Any, val_rows: Sequence[dict[str, Any]] | None, cfg: AlignConfig, root: Path | None,
@@ -300,5 +311,9 @@ def validate(model: Any, rows: Sequence[dict[str, Any]], cfg: AlignConfig, root:
         res = zeroshot(model, items, labels, templates=cfg.templates or None, modality=mods[other], root=root,
                        on_error=cfg.on_error, progress=False)
         return {"val_top1": res.top1, "val_top5": res.top5}
-    a, b = (embed(model, m, [r[c] for r in rows], root=root, progress=False) for m, c in zip(mods, cols))
-    return {"val_" + k: v for k, v in retrieval_metrics(a.vectors @ b.vectors.t()).items()}
+    a, b = (embed(model, m, [r[c] for r in rows], root=root, on_error=cfg.on_error, progress=False)
+            for m, c in zip(mods, cols))
+    at = [{k: j for j, k in enumerate(e.kept)} for e in (a, b)]  # row -> its vector, per side
+    both = [i for i in range(len(rows)) if i in at[0] and i in at[1]]  # pairs with both files readable
+    va, vb = (e.vectors[[where[i] for i in both]] for e, where in zip((a, b), at))
+    return {"val_" + k: v for k, v in retrieval_metrics(va @ vb.t()).items()}

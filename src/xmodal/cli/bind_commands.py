@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from xmodal.cli.common import (build_config, fit_overrides, given, held_out_rows, manifest_args, model_help,
-                               print_history, print_skipped, read_rows, training_args)
+                               print_history, print_skipped, read_rows, start_run, training_args)
 from xmodal.cli.listing import list_action, registry_option
 
 
@@ -58,7 +58,9 @@ def bind(args: argparse.Namespace) -> int:
     cfg = build_config(BindConfig, args, base)
     check_config(cfg)
     train, root = read_rows(args.train, "train")
-    result = run_bind(load(args.model), train, cfg, val_rows=held_out_rows(args, "val"), root=root, out=args.out)
+    val = held_out_rows(args, "val")
+    start_run(args, "bind", cfg, {"train": (train, root), "val": (val, root)}, cfg.align.seed, model=args.model)
+    result = run_bind(load(args.model), train, cfg, val_rows=val, root=root, out=args.out)
     print_history(result.history)
     print_skipped(result.skipped)
     if result.spread:
@@ -101,6 +103,7 @@ def fuse(args: argparse.Namespace) -> int:
     levels = _levels(args.noise)
     train, root = read_rows(args.train, "train")
     test, troot = read_rows(args.test, None) if args.test else read_rows(args.train, "test")
+    start_run(args, "fuse", cfg, {"train": (train, root), "test": (test, troot)}, cfg.seed)
     result = run_fuse(train, cfg, root=root, out=args.out)
     print_history(result.history)
     print_skipped(result.skipped)

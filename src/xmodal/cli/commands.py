@@ -9,7 +9,7 @@ from typing import Any
 
 from xmodal.cli.common import (build_config, column, config_args, fit_overrides, given, held_out_rows, manifest_args,
                                model_help, no_progress_arg, out_arg, print_history, print_skipped, read_rows,
-                               training_args)
+                               start_run, training_args)
 from xmodal.cli.listing import list_action, registry_option
 
 
@@ -89,6 +89,7 @@ def align(args: argparse.Namespace) -> int:
     val = held_out_rows(args, "val")
     if val == train:
         val = None
+    start_run(args, "align", cfg, {"train": (train, root), "val": (val, root)}, cfg.seed, model=args.model)
     result = run_align(load(args.model), train, cfg, val_rows=val, root=root, out=args.out)
     print_history(result.history)
     print_skipped(result.skipped)

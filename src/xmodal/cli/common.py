@@ -44,6 +44,28 @@ def manifest_args(p: argparse.ArgumentParser, train: str, held_out: str, out: st
     p.add_argument("--train", required=True, help=train)
     p.add_argument(f"--{held_out}", help=f"{held_out} manifest (default: rows of --train whose split is '{held_out}')")
     p.add_argument("--out", required=True, help=out)
+    overwrite_arg(p)
+
+
+def overwrite_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in --out when it holds a run of other settings or data (default: refuse; "
+                        "the same run resumes)")
+
+
+def start_run(args: argparse.Namespace, command: str, cfg: Any, data: dict[str, tuple[Any, Any]], seed: int,
+              model: str | None = None) -> None:
+    """Check the run folder ``--out`` against this run's config, ``model`` and ``data`` (name -> (rows,
+    root)), refusing another run's folder unless ``--overwrite``, record the run in it, then seed every
+    RNG with ``seed`` (before any model is built, so that a new model's weights are reproducible)."""
+    from xmodal.engine.checkpoint import seed_everything
+    from xmodal.engine.runs import fingerprint, folder_fingerprint, open_run
+
+    prints = {name: fingerprint(rows, root) for name, (rows, root) in data.items()}
+    if model is not None:
+        prints["model"] = folder_fingerprint(model)
+    open_run(args.out, command, {"model": model, **to_dict(cfg)}, prints, args.overwrite)
+    seed_everything(seed)
 
 
 def model_help(what: str = "model") -> str:

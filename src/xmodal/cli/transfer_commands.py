@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from xmodal.cli.common import (build_config, config_args, fit_overrides, given, model_help, no_progress_arg, out_arg,
-                               training_args)
+                               overwrite_arg, start_run, training_args)
 from xmodal.cli.listing import list_action, registry_option
 
 
@@ -38,6 +38,7 @@ def transfer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder: model/ (strategy weights + pointer to the base), log, state")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="strategy option, e.g. --option rank=8 --option head.kind=conv (repeatable; --list shows them)")
+    overwrite_arg(p)
     no_progress_arg(p)
     p.add_argument("--list", action=list_action("strategies"))
     training_args(p, lr="peak learning rate of what the strategy trains (default: the strategy's)", batch_size=False)
@@ -75,6 +76,7 @@ def transfer(args: argparse.Namespace) -> int:
     cfg = build_config(TransferConfig, args, base)
     task = check(cfg)[0]  # unknown task, strategy or option: fail before reading any file
     splits, root = _splits(args, cfg.task_options.get("label_column", "label"))
+    start_run(args, "transfer", cfg, {k: (v, root) for k, v in splits.items()}, cfg.seed, model=args.model)
     model = load(args.model)
     pointer = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
     res = run_transfer(model, splits["train"], cfg, splits["val"] or None, splits["test"] or None, root=root,
@@ -104,6 +106,7 @@ def compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, help="training runs per strategy (different seeds); >1 reports mean and std")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", help="progress bars")
+    overwrite_arg(p)
     p.add_argument("--list", action=list_action("strategies"))
     config_args(p)
 
@@ -115,6 +118,7 @@ def compare(args: argparse.Namespace) -> int:
     sep = ";" if ";" in args.strategies else ","
     specs = [s.strip() for s in args.strategies.split(sep) if s.strip()]
     base: dict[str, Any] = {"out": args.out, "strategies": specs, "progress": bool(args.progress),
+                            "overwrite": args.overwrite,
                             **given(args, "model", "data", "threads", "seeds")}
     transfer = {**_task_config(args), **({"fit": {"epochs": args.epochs}} if args.epochs is not None else {})}
     if transfer:

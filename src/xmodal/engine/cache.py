@@ -15,7 +15,9 @@ from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 import torch
+
 from xmodal.engine.progress import progress as progress_bar
+from xmodal.errors import DataError
 
 
 class FeatureCache:
@@ -37,6 +39,7 @@ class FeatureCache:
         self.device = torch.device(device)
         self._store: dict[Hashable, torch.Tensor] = {}
         self.computed = 0  # how many inputs went through fn (for tests and logs)
+        self.skipped: dict[Hashable, tuple[str, str]] = {}  # key -> (file, problem) of unreadable inputs (skip_errors)
 
     def __len__(self) -> int:
         return len(self._store)
@@ -46,17 +49,30 @@ class FeatureCache:
 
     @torch.no_grad()
     def fill(self, items: Sequence[Any], keys: Sequence[Hashable] | None = None, desc: str = "caching",
-             progress: bool = True) -> None:
-        """Compute features of the ``items`` whose keys are not cached yet."""
+             progress: bool = True, skip_errors: bool = False) -> None:
+        """Compute features of the ``items`` whose keys are not cached yet. With ``skip_errors``, an
+        input whose ``load`` raises a DataError is recorded in ``skipped`` (and not retried) instead."""
         keys = list(items) if keys is None else list(keys)
-        todo = [(k, it) for k, it in dict(zip(keys, items)).items() if k not in self._store]
+        todo = [(k, it) for k, it in dict(zip(keys, items)).items() if k not in self._store and k not in self.skipped]
         for start in progress_bar(range(0, len(todo), self.batch_size), progress and len(todo) > self.batch_size, desc=desc, leave=False):
-            chunk = todo[start : start + self.batch_size]
-            batch = to_device(self.collate([self.load(it) for _, it in chunk]), self.device)
-            feats = self.fn(batch).float().cpu()
-            for (key, _), feat in zip(chunk, feats):
+            loaded = [(key, sample) for key, sample in ((k, self._load(k, it, skip_errors)) for k, it in todo[start : start + self.batch_size])
+                      if key not in self.skipped]
+            if not loaded:
+                continue
+            feats = self.fn(to_device(self.collate([s for _, s in loaded]), self.device)).float().cpu()
+            for (key, _), feat in zip(loaded, feats):
                 self._store[key] = feat
-            self.computed += len(chunk)
+            self.computed += len(loaded)
+
+    def _load(self, key: Hashable, item: Any, skip_errors: bool) -> Any:
+        """``load(item)``; with ``skip_errors`` a DataError is recorded under ``key`` and None returned."""
+        try:
+            return self.load(item)
+        except DataError as exc:
+            if not skip_errors:
+                raise
+            self.skipped[key] = (exc.source, exc.problem)
+            return None
 
     def get(self, keys: Sequence[Hashable], items: Sequence[Any] | None = None) -> torch.Tensor:
         """Stacked features of ``keys``; missing ones are computed from ``items`` (or the keys)."""

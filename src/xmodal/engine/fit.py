@@ -4,12 +4,13 @@
 a data loader and an optional ``evaluate() -> {metric: float}``; every other scalar the step returns
 (a diagnostic such as ``cos_audio``) is averaged over the epoch into its record. It does AdamW with linear warm-up and
 cosine decay, gradient accumulation and clipping, bf16 autocast on CUDA, early stopping on a monitored
-metric, a JSON-lines log, and a checkpoint after every epoch from which a killed run resumes.
+metric, a JSON-lines log, and atomic checkpoints of the complete training state (after every epoch and
+every ``checkpoint_every`` batches, see ``engine/resume.py``) from which a killed run resumes to the
+same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,8 +21,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from xmodal.engine.checkpoint import History, TrainState, load_train_state, save_train_state
+from xmodal.engine.checkpoint import History
+from xmodal.engine.faults import kill_point
 from xmodal.engine.progress import progress as progress_bar
+from xmodal.engine.resume import Resumable
 
 
 @dataclass
@@ -41,6 +44,7 @@ class FitConfig:
     max_minutes: float = 0.0  # stop after the epoch that takes training past this many minutes; 0 = no budget
     lr_scales: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> lr multiplier
     # (first match wins), e.g. {"base.": 0.1}: a pretrained backbone moves gently under a fresh head
+    checkpoint_every: int = 0  # also checkpoint every this many batches within an epoch; 0 = at epoch ends only
 
 
 def param_groups(params: Iterable[tuple[str, nn.Parameter]], weight_decay: float, lr: float | None = None,
@@ -81,25 +85,26 @@ def fit(
     out: str | Path | None = None,
     on_epoch_start: Callable[[int], None] | None = None,
     on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+    generators: dict[str, torch.Generator] | None = None,
 ) -> History:
-    """Train the parameters of ``model`` that require grad. With ``out``, the state is checkpointed
-    to ``out/train_state`` after every epoch and a later call with the same ``out`` resumes.
-    ``on_epoch_end(record)`` sees each finished epoch's record (after its evaluation)."""
+    """Train the parameters of ``model`` that require grad. With ``out``, the complete state (weights,
+    optimizer, schedule, every RNG, sampler position, log offset) is committed atomically to
+    ``out/train_state`` after every epoch (and every ``cfg.checkpoint_every`` batches), and a later call
+    with the same ``out`` resumes where it stopped, ending on the same weights as an uninterrupted run.
+    ``on_epoch_end(record)`` sees each finished epoch's record (after its evaluation); ``generators``:
+    the named torch Generators the loader draws from (shuffle, augmentation)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError("fit: the model has no trainable parameters")
     optimizer, scheduler = _optimizer(named, len(loader), cfg)  # type: ignore[arg-type]
-    ckpt = Path(out) / "train_state" if out else None
-    state = TrainState(history=History())
-    if ckpt is not None and (ckpt / "state.json").exists():
-        state = load_train_state(ckpt, model, optimizer, scheduler)
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-    history, best_weights = state.history, {}
-    for epoch in range(state.epoch, cfg.epochs):
+    run = Resumable(out, model, optimizer, scheduler, dict(generators or {}), cfg.verbose)
+    history = run.resume(cfg.epochs).history or History()
+    for epoch in range(run.state.epoch, cfg.epochs):
+        if history.stopped_early:
+            break
         if on_epoch_start:
             on_epoch_start(epoch)
-        record = _train_epoch(step, model, loader, optimizer, scheduler, cfg, epoch)
+        record = _train_epoch(step, model, loader, optimizer, scheduler, cfg, epoch, run, history)
         history.train_seconds += record["train_seconds"]
         record.update(evaluate() if evaluate is not None else {})
         history.epochs.append(record)
@@ -107,18 +112,12 @@ def fit(
             tqdm.write(_summary(record, cfg.epochs))
         if on_epoch_end:
             on_epoch_end(record)
-        stop = _update_best(history, record, cfg) or 0 < 60 * cfg.max_minutes <= history.train_seconds
+        history.stopped_early = _update_best(history, record, cfg) or 0 < 60 * cfg.max_minutes <= history.train_seconds
         if cfg.restore_best and history.best is record:
-            best_weights = {n: p.detach().clone() for n, p in named}
-        if out:
-            with (Path(out) / "log.jsonl").open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
-        if ckpt is not None:
-            save_train_state(ckpt, model, optimizer, scheduler, TrainState(epoch=epoch + 1, history=history))
-        if stop:
-            history.stopped_early = True
-            break
-    _restore(named, best_weights)
+            run.state.best_weights = {n: p.detach().clone() for n, p in named}
+        run.end_epoch(epoch, record, history)
+    kill_point("trained")
+    _restore(named, run.state.best_weights)
     return history
 
 
@@ -169,33 +168,51 @@ def freeze_eval(model: nn.Module) -> None:
             module.eval()
 
 
-def _train_epoch(step, model, loader, optimizer, scheduler, cfg: FitConfig, epoch: int) -> dict[str, float]:
+def _train_epoch(step, model, loader, optimizer, scheduler, cfg: FitConfig, epoch: int, run: Resumable,
+                 history: History) -> dict[str, float]:
+    """One epoch (of which a resumed run skips the batches its checkpoint had trained); its record."""
     model.train()
     freeze_eval(model)
     device = next(model.parameters()).device
     use_amp = cfg.amp and device.type == "cuda"
-    total, count, start = 0.0, 0, time.perf_counter()
+    position, partial = run.state.position, run.state.partial
+    total, count = partial.get("loss_sum", 0.0), int(partial.get("batches", 0))
+    start = time.perf_counter() - partial.get("seconds", 0.0)
+    run.start_epoch()
     extras: dict[str, list[float]] = {}  # the other scalars the step returns: [sum, batches that had it]
     bar = progress_bar(loader, cfg.progress, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+    batches = enumerate(bar)
+    for _ in range(position):
+        next(batches)
+    run.resumed()
     optimizer.zero_grad(set_to_none=True)
-    for i, batch in enumerate(bar):
+    for i, batch in batches:
         if batch is None:  # every sample of the batch was skipped as unreadable
             continue
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             out = step(batch)
         (out["loss"] / cfg.grad_accum).backward()
-        if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(loader):
-            if cfg.max_grad_norm > 0:
-                nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
         total += float(out["loss"].detach())
         count += 1
         _add_scalars(extras, out)
+        if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(loader):
+            _optimizer_step(optimizer, scheduler, cfg)
+            kill_point("step")
+            if cfg.checkpoint_every > 0 and (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(loader):
+                partial = {"loss_sum": total, "batches": count, "seconds": time.perf_counter() - start}
+                run.checkpoint(epoch, i + 1, partial, history)
         bar.set_postfix(loss=f"{total / count:.4f}")
     return {"epoch": epoch + 1, "loss": total / max(1, count), **{k: s / n for k, (s, n) in extras.items()},
             "lr": scheduler.get_last_lr()[0], "train_seconds": time.perf_counter() - start}
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, cfg: FitConfig) -> None:
+    """Clip the summed gradients, step the optimizer and the schedule, clear the gradients."""
+    if cfg.max_grad_norm > 0:
+        nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def _add_scalars(sums: dict[str, list[float]], out: dict[str, Any]) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,9 @@ from xmodal.config import apply_overrides, from_dict, to_dict
 from xmodal.experiments.compare_report import breakdown_keys, multi_section, write_compare_report
 from xmodal.experiments.world import WorldConfig
 from xmodal.experiments.world_render import COLOURS, SHAPES
+from xmodal.engine.checkpoint import seed_everything
 from xmodal.engine.fit import FitConfig
+from xmodal.engine.runs import fingerprint, folder_fingerprint, open_run
 from xmodal.errors import ConfigError
 from xmodal.strategies.base import STRATEGIES
 from xmodal.strategies.train import TransferConfig, check, split_rows, transfer
@@ -82,6 +83,7 @@ class CompareConfig:
     reference: str = "full"  # strategy whose trainable parameters are 100% ("% of full" column)
     threads: int = 0  # torch CPU threads; 0 = torch's default
     progress: bool = False  # progress bars
+    overwrite: bool = False  # re-run a run folder (out/base, out/runs/...) that holds other settings or data
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
@@ -172,9 +174,12 @@ def align_base(cfg: CompareConfig, root: Path, say: Callable[[str], None]) -> st
     from xmodal.experiments.world import world_paths
 
     out = Path(cfg.out) / "base"
-    if not (out / "model" / "xmodal.json").is_file():
+    images = read_manifest(world_paths(root)["images"])
+    same = open_run(out, "align", {"base": to_dict(cfg.base), "align": to_dict(cfg.align)},
+                    {"images": fingerprint(images, root)}, cfg.overwrite)
+    if not same or not (out / "model" / "xmodal.json").is_file():
         say("base: aligning a LiT model (locked MiniLM + ViT from scratch) on the world's images")
-        images = read_manifest(world_paths(root)["images"])
+        seed_everything(cfg.align.seed)  # before the model is built: the same base every time
         t0 = time.perf_counter()
         res = align(load("lit", **to_dict(cfg.base)), [r for r in images if r["split"] == "train"], cfg.align,
                     val_rows=[r for r in images if r["split"] == "val"], root=root, out=out)
@@ -205,7 +210,8 @@ def run_one(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root:
     """Transfer a fresh copy of the base with one run (a strategy spec or a task baseline) and the
     ``k``-th seed; cached in ``out/runs/<task>/<label>`` (``<label>@seed<seed>`` for k > 0) and reused
     only when the base, the data and every setting (task option overrides included) are the same (a run
-    folder of other settings is cleared). ``decoded`` keeps the decoded clips of each split across the
+    folder of other settings or data is refused unless ``cfg.overwrite``; a partial one of the same
+    resumes). ``decoded`` keeps the decoded clips of each split across the
     runs of one compare."""
     from xmodal.api import load
 
@@ -217,14 +223,12 @@ def run_one(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root:
     _, task_cfg, _, strategy_cfg = check(tcfg)  # the settings in full, defaults included
     key = json.loads(json.dumps({"base": base, "data": cfg.data or to_dict(cfg.world), "transfer": to_dict(tcfg),
                                  "task": to_dict(task_cfg), "strategy": to_dict(strategy_cfg)}))
+    rows = [r for part in splits.values() for r in part]  # the built-in world is named by its config in ``key``
     done = run / "metrics.json"
-    if done.is_file():
-        cached = json.loads(done.read_text())
-        if cached.get("run_key") == key:
-            say(f"{run.name}: cached in {run}")
-            return {"seed": seed, **cached}
-        say(f"{run.name}: {run} holds a run of other settings; running again")
-        shutil.rmtree(run)
+    data = {"rows": fingerprint(rows, root) if cfg.data else "", "model": folder_fingerprint(base)}
+    if open_run(run, "transfer", key, data, cfg.overwrite) and done.is_file():
+        say(f"{run.name}: cached in {run}")
+        return {"seed": seed, **json.loads(done.read_text())}
     t0 = time.perf_counter()
     res = transfer(load(base), splits["train"], tcfg, splits["val"] or None, splits["test"] or None, root=root, out=run,
                    base=base, decoded=decoded)

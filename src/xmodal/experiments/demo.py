@@ -20,7 +20,9 @@ from xmodal.encoders.vision import VisionConfig
 from xmodal.config import to_dict
 from xmodal.data.manifest import read_manifest
 from xmodal.experiments.world import WorldConfig, class_names, generate_world, held_out_combos, world_paths
+from xmodal.engine.checkpoint import seed_everything
 from xmodal.engine.fit import FitConfig
+from xmodal.engine.runs import fingerprint, open_run
 from xmodal.eval.plots import plot_confusion, plot_history, plot_per_class
 from xmodal.eval.report import markdown_table, text_table, write_report
 from xmodal.tasks.zeroshot import DEFAULT_TEMPLATES, build_zero_shot_classifier, zeroshot
@@ -60,6 +62,10 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, A
         f"{len(held_out_combos(cfg.world))} held out of training")
 
     say("[2/5] Building LiT: locked pretrained MiniLM text tower + vision tower trained from scratch")
+    # the demo's run folder resumes the same run and starts over for other settings or data
+    open_run(out / "run", "align", {"model": to_dict(cfg.model), "align": to_dict(cfg.align)},
+             {"train": fingerprint(images, root)}, overwrite=True)
+    seed_everything(cfg.align.seed)  # before the model is built: the same demo every time
     model = load("lit", **to_dict(cfg.model))
     params = count_parameters(model)
     say(f"      {params['trainable']:,} trainable of {params['total']:,} parameters")

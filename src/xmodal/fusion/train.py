@@ -111,7 +111,8 @@ def fuse(rows: Sequence[dict[str, Any]], cfg: FuseConfig | None = None, val_rows
         vdata, vsamples = load_samples(val_rows, model, columns, cfg.label_column, root, cfg.on_error)
         vloader = make_loader(vdata, vsamples, 256, shuffle=False)
         evaluate = lambda: {"val_acc": accuracy(model, vloader)}  # noqa: E731
-    history = fit(step, model, loader, cfg.fit, evaluate=evaluate, out=out)
+    history = fit(step, model, loader, cfg.fit, evaluate=evaluate, out=out,
+                  generators={"shuffle": loader.generator, "modality_dropout": gen})
     model.eval()
     if out is not None:
         model.save_pretrained(Path(out) / "model")

@@ -160,24 +160,26 @@ def train(vm: VideoModel, train_clips: ClipSet, val_clips: ClipSet | None, cfg: 
     cache_seconds = time.perf_counter() - t0 if vm.frozen else 0.0
     if not any(p.requires_grad for p in vm.parameters()):
         return History(), cache_seconds
-    loader = _loader(vm, train_clips, cfg)
+    loader, generator = _loader(vm, train_clips, cfg)
 
     def validate() -> dict[str, float]:
         metrics = evaluate(vm, val_clips, val, cfg.batch_size)
         return {f"val_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
     history = fit(training_step(vm, train_clips, inputs), vm, loader, fit_config(cfg, vm),
-                  evaluate=validate if val is not None else None, out=out / "train" if out is not None else None)
+                  evaluate=validate if val is not None else None, out=out / "train" if out is not None else None,
+                  generators={"shuffle": generator})
     return history, cache_seconds
 
 
-def _loader(vm: VideoModel, clips: ClipSet, cfg: TransferConfig) -> Any:
-    """Shuffled training batches of row indices (of one group each when the task asks, see ``batch_groups``)."""
+def _loader(vm: VideoModel, clips: ClipSet, cfg: TransferConfig) -> tuple[Any, torch.Generator]:
+    """Shuffled training batches of row indices (of one group each when the task asks, see ``batch_groups``)
+    and the generator that shuffles them."""
     generator = torch.Generator().manual_seed(cfg.seed)
     groups = TASKS.get(vm.task).batch_groups(clips.targets)
     if groups is None:
-        return DataLoader(range(len(clips)), batch_size=cfg.batch_size, shuffle=True, generator=generator)
-    return GroupedBatches(groups, cfg.batch_size, generator)
+        return DataLoader(range(len(clips)), batch_size=cfg.batch_size, shuffle=True, generator=generator), generator
+    return GroupedBatches(groups, cfg.batch_size, generator), generator
 
 
 def fit_config(cfg: TransferConfig, vm: VideoModel) -> FitConfig:
