@@ -36,11 +36,11 @@ def test_video_is_frame_average(tiny_lit):
     assert torch.allclose(video, torch.nn.functional.normalize(per_frame.mean(1), dim=-1), atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["convnet", "vit"])
-def test_save_load_round_trip(tiny_text_dir, tmp_path, arch):
+@pytest.mark.parametrize("arch, stem", [("convnet", "patch"), ("vit", "patch"), ("vit", "conv")])
+def test_save_load_round_trip(tiny_text_dir, tmp_path, arch, stem):
     torch.manual_seed(0)
-    model = xmodal.load("lit", text_model=str(tiny_text_dir),
-                        vision={"arch": arch, "width": 8, "depth": 2, "image_size": 16, "patch_size": 4, "heads": 2})
+    model = xmodal.load("lit", text_model=str(tiny_text_dir), vision={"arch": arch, "width": 8, "depth": 2, "image_size": 16,
+                                                                      "patch_size": 4, "heads": 2, "stem": stem})
     model.eval()
     image, text = _batch(model)
     model.save_pretrained(tmp_path / "ckpt")
@@ -64,5 +64,22 @@ def test_bad_settings_are_config_errors(tiny_text_dir):
         xmodal.load("lit", text_model=str(tiny_text_dir), vision={"arch": "resnet9000"})
     with pytest.raises(ConfigError, match="unknown key"):
         xmodal.load("lit", text_model=str(tiny_text_dir), colour="red")
+    with pytest.raises(ConfigError, match="stem"):
+        xmodal.load("lit", text_model=str(tiny_text_dir), vision={"arch": "vit", "stem": "hexagonal"})
+    with pytest.raises(ConfigError, match="power-of-two"):
+        xmodal.load("lit", text_model=str(tiny_text_dir), vision={"arch": "vit", "stem": "conv", "patch_size": 6,
+                                                                  "image_size": 24})
     with pytest.raises(ConfigError, match="cannot load"):
         xmodal.load("lit", text_model="/nonexistent/text-model")
+
+
+def test_conv_stem_gives_the_patch_grid_and_trains_with_the_vit(tiny_text_dir):
+    from xmodal.encoders.vision import VisionConfig, build_vision
+
+    vit = build_vision(VisionConfig(arch="vit", width=16, depth=1, heads=2, image_size=32, patch_size=8, stem="conv"))
+    convs = [m for m in vit.patch if isinstance(m, torch.nn.Conv2d)]
+    assert [c.stride for c in convs] == [(2, 2)] * 3 + [(1, 1)]  # log2(8) stride-2 layers, then the 1x1 projection
+    tokens = vit.forward_features(torch.randn(2, 3, 32, 32))[-1]
+    assert tokens.shape == (2, 1 + 16, 16)  # the class token and a 4x4 grid, as the patchify stem gives
+    vit(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert all(p.grad is not None for p in vit.patch.parameters())

@@ -29,6 +29,9 @@ class VisionConfig:
     patch_size: int = 8  # vit patch side, pixels
     stem_stride: int = 2  # convnet stem downsampling (2 = 4x cheaper than full resolution)
     heads: int = 4  # vit attention heads
+    stem: str = "patch"  # vit token stem: "patch" (one linear patchify conv) or "conv" (stride-2 3x3 conv-BN-GELU
+    # layers down to the patch grid, then a 1x1 projection: Xiao et al., 2021, "Early convolutions help
+    # transformers see better"; needs a power-of-two patch_size): small shapes survive, same token count
     mlp_ratio: float = 2.0  # vit MLP hidden = mlp_ratio * width
     dropout: float = 0.0  # dropout on the pooled features
 
@@ -160,7 +163,9 @@ class ViT(ClassTokenTransformer):
         if cfg.image_size % cfg.patch_size:
             raise ValueError(f"image_size {cfg.image_size} is not a multiple of patch_size {cfg.patch_size}")
         n = (cfg.image_size // cfg.patch_size) ** 2
-        self.patch = nn.Conv2d(3, cfg.width, cfg.patch_size, cfg.patch_size)
+        if cfg.stem not in ("patch", "conv"):
+            raise ConfigError(f"vision.stem {cfg.stem!r} is not one of 'patch', 'conv'")
+        self.patch = conv_stem(cfg) if cfg.stem == "conv" else nn.Conv2d(3, cfg.width, cfg.patch_size, cfg.patch_size)
         self.cls = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.pos = nn.Parameter(torch.randn(1, n + 1, cfg.width) * 0.02)
         self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
@@ -171,6 +176,19 @@ class ViT(ClassTokenTransformer):
         x = self.patch(pixel_values).flatten(2).transpose(1, 2)
         x = torch.cat([self.cls.expand(len(x), -1, -1), x], 1)
         return x + self.pos
+
+
+def conv_stem(cfg: VisionConfig) -> nn.Sequential:
+    """log2(patch_size) stride-2 3x3 conv-BN-GELU layers (channels doubling up to ``width``), then a 1x1
+    conv to ``width``: the patch grid of a patchify stem, reached gradually."""
+    n = cfg.patch_size.bit_length() - 1
+    if cfg.patch_size < 2 or 2 ** n != cfg.patch_size:
+        raise ConfigError(f"vision.stem 'conv' needs a power-of-two patch_size >= 2, got {cfg.patch_size}")
+    widths = [max(8, cfg.width >> (n - 1 - i)) for i in range(n)]
+    layers: list[nn.Module] = []
+    for cin, cout in zip([3, *widths[:-1]], widths):
+        layers += [nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
+    return nn.Sequential(*layers, nn.Conv2d(widths[-1], cfg.width, 1))
 
 
 def build_vision(cfg: VisionConfig) -> nn.Module:
