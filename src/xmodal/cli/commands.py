@@ -75,6 +75,15 @@ def check_align(cfg: Any) -> None:
         MODALITIES.get(modality)
 
 
+def check_align_rows(rows: list[dict[str, Any]], source: str, cfg: Any) -> None:
+    """Every row holds each aligned column (text columns as valid text), checked before any file is read."""
+    from xmodal.data.manifest import check_rows
+    from xmodal.modalities import MODALITIES
+
+    text = [col for m, col in zip(cfg.modalities, cfg.columns) if not MODALITIES.get(m).is_file]
+    check_rows(rows, source, list(cfg.columns), text)
+
+
 def align(args: argparse.Namespace) -> int:
     from xmodal.api import load
     from xmodal.alignment.train import AlignConfig
@@ -87,6 +96,8 @@ def align(args: argparse.Namespace) -> int:
     check_align(cfg)
     train, root = read_rows(args.train, "train")
     val = held_out_rows(args, "val")
+    for rows, source in ((train, args.train), (val or [], args.val or args.train)):
+        check_align_rows(rows, source, cfg)
     if val == train:
         val = None
     result = run_align(load(args.model), train, cfg, val_rows=val, root=root, out=args.out)
@@ -113,15 +124,19 @@ def zeroshot_args(p: argparse.ArgumentParser) -> None:
 def zeroshot(args: argparse.Namespace) -> int:
     from xmodal.api import load
     from xmodal.eval.plots import plot_confusion
+    from xmodal.modalities import MODALITIES
+    from xmodal.modalities.text import check_text
     from xmodal.eval.report import text_table
     from xmodal.tasks.zeroshot import DEFAULT_TEMPLATES
     from xmodal.tasks.zeroshot import zeroshot as run_zeroshot
 
     rows, root = read_rows(args.data, args.split)
-    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    classes = [check_text(c, "--classes") for c in args.classes.split(",")] if args.classes else None
+    for t in args.template or ():
+        check_text(t, "--template")
+    items = column(rows, args.column, args.data, path=MODALITIES.get(args.modality).is_file)
+    labels = [str(v).strip() for v in column(rows, args.label_column, args.data, text=True)]
     model = load(args.model)
-    items = column(rows, args.column, args.data)
-    labels = column(rows, args.label_column, args.data)
     res = run_zeroshot(model, items, labels, classes, tuple(args.template or DEFAULT_TEMPLATES),
                        modality=args.modality, root=root, on_error=args.on_error)
     print(text_table([{"items": len(res.targets), "classes": len(res.classnames), "top1": round(res.top1, 4),
