@@ -27,5 +27,5 @@ def modality_of(path: str) -> str:
     raise DataError(path, f"unknown file type {suffix!r}")
 
 
-__all__ = ["MODALITIES", "AudioSpec", "DecodeLimits", "ImageSpec", "Modality", "TextSpec", "VideoSpec", "decode_limits", "modality_of",
-           "set_decode_limits"]
+__all__ = ["MODALITIES", "AudioSpec", "DecodeLimits", "ImageSpec", "Modality", "TextSpec", "VideoSpec",
+           "decode_limits", "modality_of", "set_decode_limits"]
