@@ -139,7 +139,7 @@ MANIFESTS = [
                "1", *QUIET),), named="fuse_label_null.jsonl row 1"),
     Case("transfer_label_null.jsonl", "manifest", jsonl(set_cell("label", None)),
              (("transfer", "--strategy", "linear_probe", "--model", "@model", "--data", "@input", "--out", "@out",
-               "--epochs", "1", "--no-progress"),), named="transfer_label_null.jsonl row 1"),
+               "--epochs", "1", "--no-progress"),), named="empty 'label'"),  # names the row and its file
     Case("compare_garbage.csv", "manifest", raw(b"\x00\x01\x02 not a manifest"),
              (("compare", "--model", "@model", "--data", "@input", "--out", "@out", "--strategies", "zero_shot"),)),
 ]

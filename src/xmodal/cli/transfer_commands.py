@@ -44,11 +44,10 @@ def transfer_args(p: argparse.ArgumentParser) -> None:
 
 
 def _splits(args: argparse.Namespace, label_column: str) -> tuple[dict[str, list[dict[str, Any]]], Path]:
-    from xmodal.data.manifest import check_rows, load_media_manifest
+    from xmodal.data.manifest import load_media_manifest
     from xmodal.strategies.train import split_rows
 
     rows, root = load_media_manifest(args.data)
-    check_rows(rows, args.data, [label_column] if label_column else [])
     splits = split_rows(rows, label_column)
     for name in ("val", "test"):
         extra = getattr(args, name)
