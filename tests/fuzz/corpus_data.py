@@ -254,6 +254,10 @@ CONFIGS = [
              (("demo", "--config", "@input", "--out", "@out", "--no-progress"),), named="width"),
     Case("world_negative.yaml", "config", yaml_text("image_size: -5\nimages_train: -1\n"),
              (("world", "--config", "@input", "--out", "@out"),), named="must be >= 0"),
+    Case("bind_width_huge", "config", raw(b""), (("bind", "--model", "@model", "--train", "@images", "--out", "@out",
+                                                  "--set", "encoder_config={width: 10000000}"),), named="width"),
+    Case("fuse_depth_negative", "config", raw(b""), (("fuse", "--train", "@images", "--out", "@out", "--set",
+                                                      "encoders.image={config: {depth: -1}}"),), named="depth"),
     Case("not_yaml.yaml", "config", yaml_text("a: [1, 2\n"), (("world", "--config", "@input", "--out", "@out"),)),
 ]
 
