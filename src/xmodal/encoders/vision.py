@@ -37,7 +37,7 @@ class VisionConfig:
         check_ranges(self, VISION_BOUNDS)
         if self.arch == "vit" and self.width % self.heads:
             raise ConfigError(f"VisionConfig.width={self.width} is not a multiple of heads={self.heads}")
-        if self.patch_size > self.image_size:
+        if self.arch == "vit" and self.patch_size > self.image_size:
             raise ConfigError(f"VisionConfig.patch_size={self.patch_size} is larger than image_size={self.image_size}")
 
 
