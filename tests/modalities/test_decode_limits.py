@@ -107,3 +107,14 @@ def test_long_audio_reads_only_the_clip(tmp_path, limits) -> None:
     set_decode_limits(max_seconds=10.0)
     with pytest.raises(DataError, match="long.wav: audio too long"):
         AUDIO.load(tmp_path / "long.wav", spec)
+
+
+def test_stills_decode_one_frame_within_the_limits(tmp_path, limits) -> None:
+    clip = faststart_mp4(tmp_path / "v.mp4", frames=16)
+    first = VIDEO.still(clip)
+    assert first.size == (32, 32) and first.mode == "RGB"
+    with pytest.raises(DataError, match="bomb.png: picture too elongated"):
+        IMAGE.still(bomb_png(tmp_path / "bomb.png"))
+    set_decode_limits(max_pixels=100)
+    with pytest.raises(DataError, match="v.mp4: picture too large"):
+        VIDEO.still(clip)
