@@ -137,6 +137,10 @@ MANIFESTS = [
     Case("fuse_label_null.jsonl", "manifest", jsonl(set_cell("label", None)),
              (("fuse", "--train", "@input", "--test", "@input", "--out", "@out", "--modalities", "image", "--columns", "path", "--epochs",
                "1", *QUIET),), named="fuse_label_null.jsonl row 1"),
+    Case("transfer_duplicates.csv", "manifest", csv_text(lambda d: table([{**r, "split": s} for r, s in zip(
+        d + d[:1], ["train", "train", "val", "test", "train"])])),
+        (("transfer", "--strategy", "linear_probe", "--model", "@model", "--data", "@input", "--out", "@out", "--epochs",
+          "1", "--no-progress", "--set", "batch_size=2"),), named="1 duplicate row(s)"),
     Case("transfer_label_null.jsonl", "manifest", jsonl(set_cell("label", None)),
              (("transfer", "--strategy", "linear_probe", "--model", "@model", "--data", "@input", "--out", "@out",
                "--epochs", "1", "--no-progress"),), named="empty 'label'"),  # names the row and its file

@@ -85,18 +85,26 @@ def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 def read_rows(source: str, split: str | None, notice: bool = True) -> tuple[list[dict[str, Any]], Path]:
     """The rows of a manifest or folder (those whose ``split`` column is ``split``, if it has one) and its
     root; repeated identical rows are dropped, with a one-line notice on stderr (unless not ``notice``)."""
-    from xmodal.data.manifest import drop_duplicates, load_media_manifest
+    from xmodal.data.manifest import load_media_manifest
     from xmodal.errors import DataError
 
     rows, root = load_media_manifest(source)
-    rows, repeats = drop_duplicates(rows)
-    if repeats and notice:
-        print(f"xmodal: notice: {source}: {repeats} duplicate row(s) dropped (each row is used once)", file=sys.stderr)
+    rows = unique_rows(rows, source, notice)
     if split is not None and rows and "split" in rows[0]:
         rows = [r for r in rows if r.get("split") == split]
         if not rows:
             raise DataError(source, f"no rows with split {split!r}")
     return rows, root
+
+
+def unique_rows(rows: list[dict[str, Any]], source: str, notice: bool = True) -> list[dict[str, Any]]:
+    """``rows`` with repeated identical rows dropped, and a one-line notice on stderr counting them."""
+    from xmodal.data.manifest import drop_duplicates
+
+    rows, repeats = drop_duplicates(rows)
+    if repeats and notice:
+        print(f"xmodal: notice: {source}: {repeats} duplicate row(s) dropped (each row is used once)", file=sys.stderr)
+    return rows
 
 
 def held_out_rows(args: argparse.Namespace, split: str) -> list[dict[str, Any]] | None:
