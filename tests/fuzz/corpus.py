@@ -213,4 +213,17 @@ AUDIO = [
     Case("rate_1hz.wav", "audio", lambda p, g: good_wav(p, seconds=4000, rate=1)),
 ]
 
-MEDIA = IMAGES + VIDEOS + AUDIO
+
+
+def _hostile_folder(path: Path, good: dict[str, Path]) -> Path:
+    """A media folder (an ``xmodal index`` input) holding one good image and a few hostile files."""
+    path.mkdir()
+    good_image(path / "good.png")
+    for case in (IMAGES[0], IMAGES[4], VIDEOS[0], AUDIO[0]):
+        case.build(path / case.name, good)
+    return path
+
+
+FOLDERS = [Case("hostile_folder", "image", _hostile_folder, (("index", "@input", "--model", "@model", "--out", "@out",
+                                                              "--no-progress"),), named="bomb_1x200000.png")]
+MEDIA = IMAGES + VIDEOS + AUDIO + FOLDERS

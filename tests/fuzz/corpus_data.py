@@ -102,6 +102,7 @@ TEXT = [
              (("zeroshot", "--model", "@model", "--data", "@images", "--template", "a \udcff {}"),), named="--template"),
     Case("template_without_slot", "text", raw(b""),
              (("zeroshot", "--model", "@model", "--data", "@images", "--template", "a photo"),), named="a photo"),
+    Case("list_pattern_surrogate", "text", raw(b""), (("list", "backbones", "\udcff*"),), ok=True),
     Case("query_surrogate", "text", raw(b""), (("search", "@index", "red \udcff"),), named="query"),
     Case("query_blank", "text", raw(b""), (("search", "@index", "   "),), named="query"),
 ]
