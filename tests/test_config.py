@@ -57,3 +57,25 @@ def test_yaml_errors_name_the_file(tmp_path):
         load_yaml(tmp_path / "list.yaml")
     (tmp_path / "ok.yaml").write_text("steps: 2\n")
     assert load_yaml(tmp_path / "ok.yaml") == {"steps": 2}
+
+
+@pytest.mark.parametrize("values, field_name", [({"width": 10**7}, "width"), ({"depth": -1}, "depth"),
+                                                ({"image_size": 0}, "image_size"), ({"heads": 0}, "heads"),
+                                                ({"dropout": 1.5}, "dropout")])
+def test_absurd_model_sizes_are_refused_when_the_config_is_made(values, field_name):
+    from xmodal.encoders.vision import VisionConfig
+
+    with pytest.raises(ConfigError, match=rf"VisionConfig.{field_name}=.* is outside"):
+        from_dict(VisionConfig, values)
+    with pytest.raises(ConfigError, match="VisionConfig"):
+        from_dict(VisionConfig, {"arch": "vit", "width": 10, "heads": 4})
+    assert from_dict(VisionConfig, {"width": 8, "depth": 2}).width == 8
+
+
+def test_absurd_lit_sizes_are_refused_before_any_tower_is_built():
+    from xmodal.backbones.lit import LiTConfig
+
+    with pytest.raises(ConfigError, match="LiTConfig.num_frames=0"):
+        from_dict(LiTConfig, {"num_frames": 0})
+    with pytest.raises(ConfigError, match="LiTConfig.embed_dim=-3"):
+        from_dict(LiTConfig, {"embed_dim": -3})

@@ -47,6 +47,16 @@ def from_dict(cls: type[C], data: dict[str, Any], where: str | None = None) -> C
     return cls(**kwargs)
 
 
+def check_ranges(cfg: Any, bounds: dict[str, tuple[float, float]]) -> None:
+    """A ConfigError naming the first field of dataclass ``cfg`` whose value lies outside its inclusive
+    ``(low, high)`` bounds: absurd sizes are refused when a config is made, before anything is allocated."""
+    values = dataclasses.asdict(cfg)
+    for name, (low, high) in bounds.items():
+        value = values[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ConfigError(f"{type(cfg).__name__}.{name}={value!r} is outside {low:g}..{high:g}")
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A JSON-ready dict of a config dataclass (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))

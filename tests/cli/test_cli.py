@@ -93,3 +93,23 @@ def test_missing_column_and_empty_split_are_one_line_errors(colour_manifest, tin
     rc = main(["zeroshot", "--model", model, "--data", str(colour_manifest), "--split", "nope"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "no rows with split 'nope'" in err
+
+
+def test_out_naming_a_file_fails_before_any_work(colour_manifest, tmp_path, capsys):
+    (tmp_path / "taken").write_text("mine")
+    rc = main(["zeroshot", "--model", str(tmp_path / "no-model"), "--data", str(colour_manifest),
+               "--out", str(tmp_path / "taken")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == f"xmodal zeroshot: error: --out {tmp_path / 'taken'}: exists and is not a folder"
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
+def test_duplicate_rows_are_counted_once_with_a_notice(colour_manifest, tiny_text_dir, tmp_path, capsys):
+    lines = colour_manifest.read_text().splitlines()
+    dup = colour_manifest.parent / "dup.csv"
+    dup.write_text("\n".join(lines + lines[-3:]) + "\n")
+    rc = main(["zeroshot", "--model", _tiny_lit_dir(tiny_text_dir, tmp_path), "--data", str(dup), "--split", "val",
+               "--out", str(tmp_path / "zs")])
+    err = capsys.readouterr().err
+    assert rc == 0 and f"{dup}: 3 duplicate row(s) dropped" in err
+    assert json.loads((tmp_path / "zs" / "results.json").read_text())["n"] == 6

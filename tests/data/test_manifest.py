@@ -182,3 +182,32 @@ def test_media_dataset_raise_mode_and_missing_values(image_manifest: Path) -> No
         MediaDataset(rows, {"image": "path"}, {"image": ImageSpec()}, on_error="ignore")
     with pytest.raises(ConfigError):
         MediaDataset(rows, {"image": "path"}, {})
+
+
+def test_check_rows_names_the_file_row_and_problem() -> None:
+    from xmodal.data.manifest import check_rows
+
+    rows = [dict(r) for r in ROWS]
+    check_rows(rows, "m.jsonl", ["label"], ["caption"], ["path"])
+    for row, change, problem in [
+        (1, {"label": None}, "m.jsonl row 1: empty value in column 'label'"),
+        (0, {"label": {"a": 1}}, "m.jsonl row 0: column 'label' holds a JSON dict"),
+        (1, {"caption": "a \ud800"}, "m.jsonl row 1 column 'caption': invalid character"),
+        (0, {"path": 5}, "m.jsonl row 0: column 'path' holds int 5, not a file path"),
+    ]:
+        bad = [dict(r) for r in ROWS]
+        bad[row].update(change)
+        with pytest.raises(DataError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+            check_rows(bad, "m.jsonl", ["label"], ["caption"], ["path"])
+    del rows[1]["label"]
+    with pytest.raises(DataError, match=r"m.jsonl row 1: no column 'label'; the row has \['caption', 'path'\]"):
+        check_rows(rows, "m.jsonl", ["label"])
+    check_rows([{"label": 3}], "m.jsonl", text_columns=["label"])  # a number is text too
+
+
+def test_drop_duplicates_keeps_the_first_of_each_row() -> None:
+    from xmodal.data.manifest import drop_duplicates
+
+    rows = [ROWS[0], ROWS[1], dict(ROWS[0]), {**ROWS[0], "label": "blue"}, dict(ROWS[1])]
+    kept, dropped = drop_duplicates(rows)
+    assert dropped == 2 and kept == [ROWS[0], ROWS[1], {**ROWS[0], "label": "blue"}]

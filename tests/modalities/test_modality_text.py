@@ -49,3 +49,18 @@ def test_collate_tokenises(tokenizer) -> None:
 def test_collate_needs_tokenizer() -> None:
     with pytest.raises(ConfigError, match="tokenizer"):
         TEXT.collate(["x"], TextSpec())
+
+
+def test_invalid_utf8_and_lone_surrogates_are_data_errors(tokenizer) -> None:
+    from xmodal.modalities.text import check_text
+
+    bad = b"gr\xffeen".decode("utf-8", "surrogateescape")  # what Python makes of an invalid byte in argv
+    with pytest.raises(DataError, match=r"^--classes: invalid character '\\udcff' at position 2"):
+        check_text(bad, "--classes")
+    with pytest.raises(DataError, match="pairs.jsonl row 4: invalid character"):
+        TEXT.load("a \ud800 square", TextSpec(), source="pairs.jsonl row 4")
+    with pytest.raises(DataError, match=r"<text 1: .*invalid character"):  # the tokenizer would raise TypeError
+        TEXT.collate(["fine", bad], TextSpec(tokenizer=tokenizer))
+    with pytest.raises(DataError, match="query: empty text"):
+        check_text("  ", "query")
+    assert check_text(" a\x00b ", "q") == "a\x00b"

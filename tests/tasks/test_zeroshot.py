@@ -30,6 +30,11 @@ def test_unknown_class_name_names_the_item(tiny_lit, colour_manifest):
         zeroshot(tiny_lit, [rows[0]["path"]], ["red"], classnames=["green", "blue"], root=colour_manifest.parent)
 
 
+def test_a_missing_label_names_the_item(tiny_lit):
+    with pytest.raises(DataError, match=r"^b.png: no class label \(got None\)$"):
+        zeroshot(tiny_lit, ["a.png", "b.png"], ["red", None])
+
+
 def test_corrupt_file_raises_or_is_counted(tiny_lit, colour_manifest, tmp_path):
     rows = read_manifest(colour_manifest)
     bad = tmp_path / "broken.png"

@@ -20,6 +20,7 @@ from torch import nn
 from xmodal.backbones.base import BACKBONES, XModel
 from xmodal.encoders.base import NetInsides
 from xmodal.encoders.vision import VisionConfig, build_vision
+from xmodal.config import check_ranges
 from xmodal.errors import ConfigError
 from xmodal.modalities.base import ImageSpec, TextSpec, VideoSpec
 
@@ -36,6 +37,9 @@ class LiTConfig:
     max_length: int = 32  # longest caption, tokens
     num_frames: int = 8  # frames sampled per video clip
     vision: VisionConfig = field(default_factory=VisionConfig)  # the trainable vision tower
+
+    def __post_init__(self) -> None:
+        check_ranges(self, {"embed_dim": (0, 65536), "max_length": (1, 8192), "num_frames": (1, 4096)})
 
 
 def resolve_text_model(name: str) -> str:

@@ -89,6 +89,7 @@ def fuse(args: argparse.Namespace) -> int:
     from xmodal.eval.report import text_table
     from xmodal.fusion.evaluate import evaluate_fusion, plot_robustness
     from xmodal.fusion.train import FuseConfig, check_config
+    from xmodal.data.manifest import check_rows
     from xmodal.fusion.train import fuse as run_fuse
 
     base = given(args, "fusion", "on_error", modality_dropout="dropout")
@@ -103,6 +104,8 @@ def fuse(args: argparse.Namespace) -> int:
     levels = _levels(args.noise)
     train, root = read_rows(args.train, "train")
     test, troot = read_rows(args.test, None) if args.test else read_rows(args.train, "test")
+    for rows, source in ((train, args.train), (test, args.test or args.train)):
+        check_rows(rows, source, [cfg.label_column])  # modality columns may be empty: a row without that input
     start_run(args, "fuse", cfg, {"train": (train, root), "test": (test, troot)}, cfg.seed)
     result = run_fuse(train, cfg, root=root, out=args.out)
     print_history(result.history)

@@ -75,6 +75,15 @@ def check_align(cfg: Any) -> None:
         MODALITIES.get(modality)
 
 
+def check_align_rows(rows: list[dict[str, Any]], source: str, cfg: Any) -> None:
+    """Every row holds each aligned column (text columns as valid text), checked before any file is read."""
+    from xmodal.data.manifest import check_rows
+    from xmodal.modalities import MODALITIES
+
+    text = [col for m, col in zip(cfg.modalities, cfg.columns) if not MODALITIES.get(m).is_file]
+    check_rows(rows, source, list(cfg.columns), text)
+
+
 def align(args: argparse.Namespace) -> int:
     from xmodal.api import load
     from xmodal.alignment.train import AlignConfig
@@ -87,6 +96,8 @@ def align(args: argparse.Namespace) -> int:
     check_align(cfg)
     train, root = read_rows(args.train, "train")
     val = held_out_rows(args, "val")
+    for rows, source in ((train, args.train), (val or [], args.val or args.train)):
+        check_align_rows(rows, source, cfg)
     if val == train:
         val = None
     start_run(args, "align", cfg, {"train": (train, root), "val": (val, root)}, cfg.seed, model=args.model)
@@ -133,14 +144,18 @@ def _prompt_set(name: str) -> tuple[str, ...]:
 def zeroshot(args: argparse.Namespace) -> int:
     from xmodal.api import load
     from xmodal.eval.plots import plot_confusion
+    from xmodal.modalities import MODALITIES
+    from xmodal.modalities.text import check_text
     from xmodal.eval.report import text_table
     from xmodal.tasks.zeroshot import zeroshot as run_zeroshot
 
     rows, root = read_rows(args.data, args.split)
-    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    classes = [check_text(c, "--classes") for c in args.classes.split(",")] if args.classes else None
+    for t in args.template or ():
+        check_text(t, "--template")
+    items = column(rows, args.column, args.data, path=MODALITIES.get(args.modality).is_file)
+    labels = [str(v).strip() for v in column(rows, args.label_column, args.data, text=True)]
     model = load(args.model)
-    items = column(rows, args.column, args.data)
-    labels = column(rows, args.label_column, args.data)
     templates = tuple(args.template) if args.template else args.prompts  # None: the modality's own prompts
     res = run_zeroshot(model, items, labels, classes, templates, modality=args.modality, root=root,
                        on_error=args.on_error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -103,12 +104,14 @@ def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_rows(source: str, split: str | None) -> tuple[list[dict[str, Any]], Path]:
-    """The rows of a manifest or folder (those whose ``split`` column is ``split``, if it has one) and its root."""
+def read_rows(source: str, split: str | None, notice: bool = True) -> tuple[list[dict[str, Any]], Path]:
+    """The rows of a manifest or folder (those whose ``split`` column is ``split``, if it has one) and its
+    root; repeated identical rows are dropped, with a one-line notice on stderr (unless not ``notice``)."""
     from xmodal.data.manifest import load_media_manifest
     from xmodal.errors import DataError
 
     rows, root = load_media_manifest(source)
+    rows = unique_rows(rows, source, notice)
     if split is not None and rows and "split" in rows[0]:
         rows = [r for r in rows if r.get("split") == split]
         if not rows:
@@ -116,21 +119,44 @@ def read_rows(source: str, split: str | None) -> tuple[list[dict[str, Any]], Pat
     return rows, root
 
 
+def unique_rows(rows: list[dict[str, Any]], source: str, notice: bool = True) -> list[dict[str, Any]]:
+    """``rows`` with repeated identical rows dropped, and a one-line notice on stderr counting them."""
+    from xmodal.data.manifest import drop_duplicates
+
+    rows, repeats = drop_duplicates(rows)
+    if repeats and notice:
+        print(f"xmodal: notice: {source}: {repeats} duplicate row(s) dropped (each row is used once)", file=sys.stderr)
+    return rows
+
+
 def held_out_rows(args: argparse.Namespace, split: str) -> list[dict[str, Any]] | None:
     """Every row of ``--<split>`` if given, else the ``--train`` rows whose split is ``split``; None if none."""
-    if getattr(args, split):
-        return read_rows(getattr(args, split), None)[0] or None
-    return [r for r in read_rows(args.train, None)[0] if r.get("split") == split] or None
+    if vars(args)[split]:
+        return read_rows(vars(args)[split], None)[0] or None
+    return [r for r in read_rows(args.train, None, notice=False)[0] if r.get("split") == split] or None
 
 
-def column(rows: list[dict[str, Any]], name: str, source: str) -> list[Any]:
+def column(rows: list[dict[str, Any]], name: str, source: str, text: bool = False, path: bool = False) -> list[Any]:
+    """The values of column ``name``, after :func:`xmodal.data.manifest.check_rows` (``text``: as text,
+    ``path``: as file paths)."""
+    from xmodal.data.manifest import check_rows
     from xmodal.errors import DataError
 
     if not rows:
         raise DataError(source, "no rows")
     if name not in rows[0]:
         raise DataError(source, f"no column {name!r}; columns are {list(rows[0])}")
+    check_rows(rows, source, [name], [name] if text else [], [name] if path else [])
     return [r[name] for r in rows]
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """A ConfigError, before any work, when the command's ``--out`` names an existing file (not a folder)."""
+    from xmodal.errors import ConfigError
+
+    out = vars(args).get("out")
+    if out and Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
 
 
 def print_history(history: Any) -> None:

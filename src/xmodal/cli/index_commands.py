@@ -83,10 +83,13 @@ def search_args(p: argparse.ArgumentParser) -> None:
 def search(args: argparse.Namespace) -> int:
     from xmodal.errors import DataError
     from xmodal.index import Index
+    from xmodal.modalities.text import check_text
 
     examples = [(m, getattr(args, m)) for m in ("image", "video", "audio") if getattr(args, m)]
     if (args.text is not None) + len(examples) != 1:
         raise ConfigError("give exactly one query: TEXT, --image FILE, --video FILE or --audio FILE")
+    if args.text is not None:
+        check_text(args.text, "query")
     idx = Index.load(args.index, model=args.model)
     if examples:
         modality, file = examples[0]

@@ -12,6 +12,7 @@ import sys
 from typing import Callable
 
 from xmodal.cli import bind_commands, commands, index_commands, listing, transfer_commands
+from xmodal.cli.common import check_out
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, --list, or a usage error that argparse printed
         return int(exc.code or 0)
     try:
+        check_out(args)  # before any work: an --out that names a file would fail at the very end
         return int(args.run(args) or 0)
     except XmodalError as exc:
         print(f"xmodal {command}: error: {exc}", file=sys.stderr)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from xmodal.cli.common import (build_config, config_args, fit_overrides, given, model_help, no_progress_arg, out_arg,
-                               overwrite_arg, start_run, training_args)
+                               overwrite_arg, start_run, training_args, unique_rows)
 from xmodal.cli.listing import list_action, registry_option
 
 
@@ -49,11 +49,12 @@ def _splits(args: argparse.Namespace, label_column: str) -> tuple[dict[str, list
     from xmodal.strategies.train import split_rows
 
     rows, root = load_media_manifest(args.data)
+    rows = unique_rows(rows, args.data)
     splits = split_rows(rows, label_column)
     for name in ("val", "test"):
         extra = getattr(args, name)
         if extra:
-            splits[name] = load_media_manifest(extra)[0]
+            splits[name] = unique_rows(load_media_manifest(extra)[0], extra)
             if name == "val" and not args.test and "split" not in rows[0]:
                 splits["train"] += splits["test"]
     if not splits["train"]:

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from xmodal.errors import ConfigError, DataError
 from xmodal.modalities import MODALITIES
+from xmodal.modalities.text import check_text
 
 CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 JSONL_SUFFIXES = (".jsonl", ".json-lines", ".ndjson")
@@ -94,6 +95,41 @@ def _read_jsonl(f: Any, path: Path, required: Sequence[str]) -> list[dict[str, A
             raise DataError(f"{path}:{line_no}", f"missing required column(s) {missing}; row has {sorted(row)}")
         rows.append(row)
     return rows
+
+
+def check_rows(rows: Sequence[dict[str, Any]], source: str | Path, columns: Sequence[str] = (),
+               text_columns: Sequence[str] = (), path_columns: Sequence[str] = ()) -> None:
+    """The one check of manifest cells: every row has a non-empty scalar value in each of ``columns``,
+    valid, non-empty text in each of ``text_columns`` and a string in each of ``path_columns``; else a
+    DataError ``"{source} row {i}: ..."`` (``i`` counts rows from 0, as :class:`MediaDataset` does)."""
+    for i, row in enumerate(rows):
+        where = f"{source} row {i}"
+        for col in path_columns:
+            if col in row and row[col] is not None and not isinstance(row[col], str):
+                raise DataError(where, f"column {col!r} holds {type(row[col]).__name__} {row[col]!r}, not a file path")
+        for col in dict.fromkeys([*columns, *text_columns, *path_columns]):
+            if col not in row:
+                raise DataError(where, f"no column {col!r}; the row has {sorted(row)}")
+            value = row[col]
+            if value is None or (isinstance(value, str) and not value.strip()):
+                raise DataError(where, f"empty value in column {col!r}")
+            if isinstance(value, (dict, list)):
+                raise DataError(where, f"column {col!r} holds a JSON {type(value).__name__}, not a single value")
+        for col in text_columns:  # a number (a JSONL label 3) is text too
+            value = row[col]
+            check_text(value if isinstance(value, str) else str(value), f"{where} column {col!r}")
+
+
+def drop_duplicates(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """``rows`` without repeats of an identical row (first kept, order kept) and how many were dropped."""
+    seen: set[str] = set()
+    kept = []
+    for row in rows:
+        key = json.dumps(row, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            kept.append(row)
+    return kept, len(rows) - len(kept)
 
 
 def resolve_path(root: str | Path | None, value: str | Path) -> Path:

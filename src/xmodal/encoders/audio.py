@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from xmodal.config import check_ranges
 from xmodal.encoders.base import ENCODERS, Builtin, standardize
 from xmodal.encoders.vision import Block, Blockless, ClassTokenTransformer
 from xmodal.errors import ConfigError
@@ -25,6 +26,9 @@ class AudioCNNConfig:
     width: int = 32  # channels of the first stage (doubled per stage up to 4x)
     depth: int = 3  # conv stages, each halving mel bands and frames
     dropout: float = 0.1  # dropout on the pooled features
+
+    def __post_init__(self) -> None:
+        check_ranges(self, {"width": (1, 8192), "depth": (1, 64), "dropout": (0.0, 0.99)})
 
 
 class AudioCNN(Blockless, nn.Module):
@@ -62,6 +66,10 @@ class AudioTransformerConfig:
     patch_frames: int = 4  # spectrogram frames per token (all mel bands of them)
     mlp_ratio: float = 2.0  # MLP hidden = mlp_ratio * width
     max_tokens: int = 512  # longest token sequence (positional table size)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, {"width": (1, 8192), "depth": (1, 256), "heads": (1, 256), "patch_frames": (1, 4096),
+                            "mlp_ratio": (0.01, 64), "max_tokens": (1, 65536)})
 
 
 class AudioTransformer(ClassTokenTransformer):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from xmodal.config import check_ranges
 from xmodal.encoders.base import ENCODERS, Builtin
 from xmodal.encoders.vision import Blockless
 from xmodal.errors import ConfigError
@@ -19,6 +20,9 @@ class SeriesCNNConfig:
     width: int = 32  # channels of the first stage (doubled per stage up to 4x)
     depth: int = 3  # conv stages, each halving the time steps
     kernel: int = 5  # temporal kernel size
+
+    def __post_init__(self) -> None:
+        check_ranges(self, {"width": (1, 8192), "depth": (1, 64), "kernel": (1, 1025)})
 
 
 class SeriesCNN(Blockless, nn.Module):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from xmodal.config import check_ranges
 from xmodal.errors import ConfigError
 
 
@@ -34,6 +35,19 @@ class VisionConfig:
     # transformers see better"; needs a power-of-two patch_size): small shapes survive, same token count
     mlp_ratio: float = 2.0  # vit MLP hidden = mlp_ratio * width
     dropout: float = 0.0  # dropout on the pooled features
+
+    def __post_init__(self) -> None:
+        check_ranges(self, VISION_BOUNDS)
+        if self.arch == "vit" and self.width % self.heads:
+            raise ConfigError(f"VisionConfig.width={self.width} is not a multiple of heads={self.heads}")
+        if self.arch == "vit" and self.patch_size > self.image_size:
+            raise ConfigError(f"VisionConfig.patch_size={self.patch_size} is larger than image_size={self.image_size}")
+
+
+VISION_BOUNDS = {  # plausible ranges of the VisionConfig sizes (a 10**7 width would try to allocate petabytes)
+    "image_size": (1, 4096), "width": (1, 8192), "depth": (1, 256), "patch_size": (1, 4096), "stem_stride": (1, 64),
+    "heads": (1, 256), "mlp_ratio": (0.01, 64), "dropout": (0.0, 0.99),
+}
 
 
 class Blockless:

@@ -3,10 +3,13 @@
 from xmodal.modalities.base import (
     MODALITIES,
     AudioSpec,
+    DecodeLimits,
     ImageSpec,
     Modality,
     TextSpec,
     VideoSpec,
+    decode_limits,
+    set_decode_limits,
 )
 from xmodal.modalities import image, video, audio, text, series  # noqa: F401  (registration)
 from xmodal.modalities import audio_augment  # noqa: F401  (registers the audio augmenter)
@@ -26,4 +29,5 @@ def modality_of(path: str) -> str:
     raise DataError(path, f"unknown file type {suffix!r}")
 
 
-__all__ = ["AUGMENTERS", "MODALITIES", "AudioSpec", "ImageSpec", "Modality", "TextSpec", "VideoSpec", "modality_of"]
+__all__ = ["AUGMENTERS", "MODALITIES", "AudioSpec", "DecodeLimits", "ImageSpec", "Modality", "TextSpec", "VideoSpec",
+           "decode_limits", "modality_of", "set_decode_limits"]

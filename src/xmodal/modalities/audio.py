@@ -19,7 +19,7 @@ import torch
 from scipy.signal import resample_poly
 
 from xmodal.errors import ConfigError, DataError
-from xmodal.modalities.base import MODALITIES, AudioSpec
+from xmodal.modalities.base import MODALITIES, AudioSpec, check_file_size, decode_limits
 from xmodal.modalities.image import check_file
 
 EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
@@ -27,6 +27,7 @@ MIN_RATE, MAX_RATE = 1000, 384000  # plausible sample rates, Hz
 MAX_FACTOR = 1000  # largest up/down factor of the polyphase resampler
 LOG_FLOOR = 1e-10  # mel power floor before log10
 SILENCE = float(np.log10(LOG_FLOOR))  # the log-mel value of silence (zero samples)
+MARGIN_DIV = 10  # a cut read keeps rate // MARGIN_DIV extra frames (0.1 s), so resampling edges stay outside the clip
 
 
 def resample_factors(rate: int, target: int) -> tuple[int, int]:
@@ -54,29 +55,72 @@ def _check_target(rate: int) -> None:
         raise ConfigError(f"audio spec sample_rate {rate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz")
 
 
-def _read(path: Path) -> tuple[np.ndarray, int]:
+def _read(path: Path, seconds: float | None) -> tuple[np.ndarray, int]:
+    """The first ``seconds`` (all when None) of ``path`` plus a resampling margin, ``[frames, channels]``
+    float32, and the file's rate; only those frames are read. A DataError for an unreadable file, one
+    longer than the decode limits allow, or a WAV whose header promises more frames than it holds."""
+    limits = decode_limits()
+    check_file_size(path, limits)
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            rate, total = int(f.samplerate), int(f.frames)
+            _check_header(path, rate, total, f.channels, limits.max_seconds)
+            want = total if seconds is None else min(total, int(np.ceil(seconds * rate)) + rate // MARGIN_DIV)
+            data = f.read(want, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DataError(path, f"unreadable or corrupt audio ({first})") from None
-    return data, int(rate)
+    if data.shape[0] < want:
+        raise DataError(path, f"truncated audio: {data.shape[0]} of the {want} frames read decode")
+    declared = wav_declared_frames(path)
+    if declared is not None and declared > total:
+        raise DataError(path, f"truncated audio: the header declares {declared} frames, the file holds {total}")
+    return data, rate
 
 
-def load_waveform(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Decode ``path`` to a mono float32 waveform at ``sample_rate`` Hz (``[n_samples]``, roughly in
-    [-1, 1]): channels are averaged, other rates resampled with a polyphase filter. A DataError for
-    a missing/unreadable file, no samples, NaN/inf samples or an implausible file sample rate."""
-    _check_target(sample_rate)
-    path = check_file(path)
-    data, rate = _read(path)
+def _check_header(path: Path, rate: int, frames: int, channels: int, max_seconds: float) -> None:
     if not MIN_RATE <= rate <= MAX_RATE:
         raise DataError(path, f"implausible sample rate {rate} Hz (expected {MIN_RATE}..{MAX_RATE} Hz)")
-    if data.shape[0] == 0 or data.shape[1] == 0:
+    if frames == 0 or channels == 0:
         raise DataError(path, f"zero-length audio (no samples at {rate} Hz)")
+    if frames / rate > max_seconds:
+        raise DataError(path, f"audio too long ({frames / rate:.0f} s; the limit is {max_seconds:g} s, see DecodeLimits)")
+
+
+def wav_declared_frames(path: str | Path) -> int | None:
+    """Frames the ``data`` chunk header of a RIFF/WAVE file declares (None for other files, or a
+    streamed WAV whose header says 0 or 0xFFFFFFFF bytes); walks the chunk headers only."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        align = 0
+        while len(chunk := f.read(8)) == 8:
+            cid, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if cid == b"fmt ":
+                fmt = f.read(min(size, 16))
+                align = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else 0
+                f.seek(size - len(fmt) + (size & 1), 1)
+            elif cid == b"data":
+                return size // align if align and size not in (0, 0xFFFFFFFF) else None
+            else:
+                f.seek(size + (size & 1), 1)
+    return None
+
+
+def load_waveform(path: str | Path, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
+    """Decode ``path`` to a mono float32 waveform at ``sample_rate`` Hz (``[n_samples]``, roughly in
+    [-1, 1]): channels are averaged, other rates resampled with a polyphase filter. With
+    ``max_seconds`` only that much (plus a short resampling margin) is read and resampled, so a long
+    file costs no more memory than a short one. A DataError for a missing/unreadable/truncated file,
+    no samples, NaN/inf samples, an implausible file sample rate or a file beyond the decode limits."""
+    _check_target(sample_rate)
+    path = check_file(path)
+    data, rate = _read(path, max_seconds)
     if not np.isfinite(data).all():
         raise DataError(path, "audio contains NaN or infinite samples")
     mono = data.mean(axis=1, dtype=np.float64)
+    del data
     if rate != sample_rate:
         try:
             up, down = resample_factors(rate, sample_rate)
@@ -166,7 +210,7 @@ class AudioModality:
 
     def load(self, item: str | Path, spec: AudioSpec) -> torch.Tensor:
         """An audio file -> float32 ``[n_mels, frames]``."""
-        return log_mel(load_waveform(item, spec.sample_rate), spec)
+        return log_mel(load_waveform(item, spec.sample_rate, spec.max_seconds), spec)
 
     def collate(self, items: list[torch.Tensor], spec: Any = None) -> dict[str, torch.Tensor]:
         """Stack ``[n_mels, frames]`` samples into ``{"input_features": [B, n_mels, frames]}``."""

@@ -6,13 +6,69 @@ turned into exactly what the tower was trained on (image size, mean/std, sample 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from xmodal.errors import ConfigError, DataError
 from xmodal.registry import Registry
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What a decoder accepts, checked from file headers before any pixel or sample is allocated."""
+
+    max_bytes: int = 4 << 30  # largest media file read, bytes (4 GiB)
+    max_pixels: int = 64_000_000  # largest width x height of an image or a video frame
+    max_aspect: float = 100.0  # longest side / shortest side (resizing a 1 x 200000 strip would explode)
+    max_frames: int = 100_000  # most frames a video may hold
+    max_seconds: float = 4 * 3600.0  # longest audio or video file, seconds
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_pixels", "max_aspect", "max_frames", "max_seconds"):
+            value = self.__dict__[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"decode limit {name} must be a positive number, got {value!r}")
+
+
+_LIMITS = [DecodeLimits()]  # the limits in force (one slot, replaced by set_decode_limits)
+
+
+def decode_limits() -> DecodeLimits:
+    """The decode limits in force (``DecodeLimits()`` unless :func:`set_decode_limits` changed them)."""
+    return _LIMITS[0]
+
+
+def set_decode_limits(limits: DecodeLimits | None = None, **changes: Any) -> DecodeLimits:
+    """Put ``limits`` (or the current ones with ``changes``, e.g. ``max_pixels=10**6``) in force; returns
+    the limits that were in force before, so a caller can restore them."""
+    before = _LIMITS[0]
+    _LIMITS[0] = replace(limits or before, **changes)
+    return before
+
+
+def check_file_size(path: Path, limits: DecodeLimits | None = None) -> None:
+    """A DataError if the file ``path`` is larger than ``max_bytes``."""
+    limits = limits or decode_limits()
+    size = path.stat().st_size
+    if size > limits.max_bytes:
+        raise DataError(path, f"file too large ({size} bytes; the limit is {limits.max_bytes}, see DecodeLimits)")
+
+
+def check_picture(source: str | Path, width: int, height: int, limits: DecodeLimits | None = None) -> None:
+    """A DataError if a ``width x height`` picture is empty, above ``max_pixels`` or more elongated than
+    ``max_aspect`` (checked from the header, before decoding)."""
+    limits = limits or decode_limits()
+    if width < 1 or height < 1:
+        raise DataError(source, f"empty picture ({width} x {height} pixels)")
+    if width * height > limits.max_pixels:
+        raise DataError(source, f"picture too large ({width} x {height} pixels; the limit is {limits.max_pixels} "
+                                f"pixels, see DecodeLimits)")
+    if max(width, height) / min(width, height) > limits.max_aspect:
+        raise DataError(source, f"picture too elongated ({width} x {height} pixels; the limit is "
+                                f"{limits.max_aspect:g}:1, see DecodeLimits)")
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from xmodal.errors import ConfigError, DataError
-from xmodal.modalities.base import MODALITIES, ImageSpec
+from xmodal.modalities.base import MODALITIES, ImageSpec, check_file_size, check_picture
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited over white
@@ -60,11 +60,13 @@ def resize_crop(img: Image.Image, size: int, resample: str = "bicubic") -> Image
     return img.crop((left, top, left + size, top + size))
 
 
-def preprocess_image(img: Image.Image, spec: ImageSpec) -> torch.Tensor:
+def preprocess_image(img: Image.Image, spec: ImageSpec, source: str | Path = "<image>") -> torch.Tensor:
     """One ``PIL.Image`` (any mode) -> float32 ``[3, spec.size, spec.size]``, normalised with
-    ``spec.mean`` / ``spec.std`` after scaling pixels to [0, 1]."""
+    ``spec.mean`` / ``spec.std`` after scaling pixels to [0, 1]. A DataError naming ``source`` if the
+    picture breaks the decode limits (too many pixels, too elongated to resize)."""
     if spec.size < 1:
         raise ConfigError(f"image size must be positive, got {spec.size}")
+    check_picture(source, *img.size)
     img = resize_crop(to_rgb(img), spec.size, spec.resample)
     x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
     mean = torch.tensor(spec.mean, dtype=torch.float32).view(3, 1, 1)
@@ -73,21 +75,42 @@ def preprocess_image(img: Image.Image, spec: ImageSpec) -> torch.Tensor:
 
 
 def check_file(path: str | Path) -> Path:
-    """``path`` as a Path; a DataError if it does not exist or is not a file."""
+    """``path`` as a Path; a DataError if it does not exist, is not a file or cannot be a path at all
+    (a NUL byte, a name too long for the file system)."""
+    if not isinstance(path, (str, Path)):
+        raise DataError(f"{path!r}", f"not a file path (a {type(path).__name__})")
     path = Path(path)
-    if not path.exists():
-        raise DataError(path, "no such file")
-    if not path.is_file():
-        raise DataError(path, "not a file")
+    shown = shown_path(path)
+    if "\x00" in str(path):
+        raise DataError(shown, "not a usable path (it holds a NUL byte)")
+    try:
+        exists, is_file = path.exists(), path.is_file()
+    except OSError as exc:
+        raise DataError(shown, f"not a usable path ({exc.strerror or type(exc).__name__})") from None
+    if not exists:
+        raise DataError(shown, "no such file")
+    if not is_file:
+        raise DataError(shown, "not a file")
     return path
 
 
+def shown_path(path: str | Path, limit: int = 200) -> str:
+    """``path`` as it is printed in an error: NUL bytes escaped, the middle of a very long path elided."""
+    text = str(path).replace("\x00", "\\x00")
+    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 2 :]}"
+
+
 def read_image(path: str | Path) -> Image.Image:
-    """Decode the image file ``path`` fully (EXIF orientation applied); a DataError if unreadable."""
+    """Decode the image file ``path`` fully (EXIF orientation applied); a DataError if unreadable, if
+    its header breaks the decode limits (checked before any pixel is decoded) or if float pixels are
+    NaN or infinite."""
     path = check_file(path)
+    check_file_size(path)
     try:
         with Image.open(path) as img:
+            check_picture(path, *img.size)
             img.load()
+            _check_finite(path, img)
             return ImageOps.exif_transpose(img)
     except UnidentifiedImageError:
         raise DataError(path, "unreadable image (not a known image format or corrupt)") from None
@@ -95,6 +118,11 @@ def read_image(path: str | Path) -> Image.Image:
         raise DataError(path, f"image too large ({exc})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise DataError(path, f"corrupt or truncated image ({_one_line(exc)})") from None
+
+
+def _check_finite(path: Path, img: Image.Image) -> None:
+    if img.mode == "F" and not np.isfinite(np.asarray(img)).all():
+        raise DataError(path, "image contains NaN or infinite pixel values")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -114,8 +142,9 @@ class ImageModality:
 
     def load(self, item: str | Path | Image.Image, spec: ImageSpec) -> torch.Tensor:
         """A file path (or an in-memory image) -> ``[3, size, size]``."""
-        img = item if isinstance(item, Image.Image) else read_image(item)
-        return preprocess_image(img, spec)
+        if isinstance(item, Image.Image):
+            return preprocess_image(item, spec)
+        return preprocess_image(read_image(item), spec, item)
 
     def collate(self, items: list[torch.Tensor], spec: Any = None) -> dict[str, torch.Tensor]:
         """Stack ``[3, H, W]`` samples into ``{"pixel_values": [B, 3, H, W]}``."""
@@ -127,7 +156,7 @@ class ImageModality:
         return None  # a still
 
     def still(self, path: Path) -> Image.Image:
-        return Image.open(path).convert("RGB")
+        return to_rgb(read_image(path))
 
 
 MODALITIES.register("image", ImageModality())

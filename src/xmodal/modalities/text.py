@@ -31,6 +31,29 @@ def read_text_file(path: str | Path) -> str:
         raise DataError(path, f"unreadable text file ({exc.strerror or exc})") from None
 
 
+def check_utf8(item: Any, where: str = "<text>") -> str:
+    """``item`` itself if it is a string that can be written as UTF-8; a DataError naming ``where``
+    otherwise."""
+    if not isinstance(item, str):
+        raise DataError(where, f"text is not a string (got {type(item).__name__})")
+    try:
+        item.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(where, f"invalid character {item[exc.start]!r} at position {exc.start} "
+                               "(an invalid UTF-8 byte or a lone surrogate)") from None
+    return item
+
+
+def check_text(item: Any, where: str = "<text>") -> str:
+    """``item`` stripped, after checking it is a non-empty string that can be written as UTF-8; a
+    DataError naming ``where`` otherwise (a lone surrogate is what Python makes of an invalid UTF-8
+    byte in a command-line argument, and tokenizers reject it with a TypeError)."""
+    text = check_utf8(item, where).strip()
+    if not text:
+        raise DataError(where, "empty text")
+    return text
+
+
 class TextModality:
     """Strings; a ``Path`` ending ``.txt`` is read as a file."""
 
@@ -51,10 +74,9 @@ class TextModality:
         where = where or "<text>"
         if not isinstance(item, str):
             raise DataError(where, f"caption is not text (got {type(item).__name__})")
-        text = item.strip()
-        if not text:
+        if not item.strip():
             raise DataError(where, "empty caption")
-        return text
+        return check_text(item, where)
 
     def collate(self, items: list[str], spec: TextSpec) -> dict[str, torch.Tensor]:
         """Tokenise ``items`` with ``spec.tokenizer`` (truncating to ``spec.max_length``) into a plain
@@ -65,6 +87,7 @@ class TextModality:
             raise ConfigError("text spec has no tokenizer")
         if spec.padding not in PADDINGS:
             raise ConfigError(f"text padding {spec.padding!r} is not one of {PADDINGS}")
+        items = [check_utf8(t, f"<text {i}: {t!r:.40}>") for i, t in enumerate(items)]
         batch = spec.tokenizer(
             list(items), padding=spec.padding, truncation=True, max_length=spec.max_length, return_tensors="pt"
         )

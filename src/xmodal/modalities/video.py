@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from xmodal.errors import ConfigError, DataError
-from xmodal.modalities.base import MODALITIES, VideoSpec
+from xmodal.modalities.base import (MODALITIES, DecodeLimits, VideoSpec, check_file_size, check_picture,
+                                   decode_limits)
 from xmodal.modalities.image import check_file, preprocess_image
 
 EXTENSIONS = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".m4v")
@@ -42,14 +43,55 @@ def _open(path: Path) -> Any:
     return container
 
 
+def _check_stream(path: Path, container: Any, limits: DecodeLimits) -> Any:
+    """The first video stream of ``container``, after checking its header against the decode limits
+    (frame size, frame count, duration)."""
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+        raise DataError(path, "corrupt video (its video stream has no decoder)")
+    check_picture(path, stream.codec_context.width, stream.codec_context.height, limits)
+    claimed, seconds = int(stream.frames or 0), float(container.duration or 0) / 1e6
+    if claimed > limits.max_frames or seconds > limits.max_seconds:
+        raise DataError(path, f"video too long ({claimed} frames, {seconds:.0f} s; the limits are "
+                              f"{limits.max_frames} frames and {limits.max_seconds:g} s, see DecodeLimits)")
+    return stream
+
+
 def _count_packets(path: Path) -> int:
-    """Number of non-empty video packets (one per frame for the usual codecs); no decoding."""
+    """Number of non-empty video packets (one per frame for the usual codecs), after checking the
+    stream's header against the decode limits; no decoding. A DataError when fewer packets are
+    present than the container lists (a cut file)."""
+    limits = decode_limits()
+    check_file_size(path, limits)
     with _open(path) as container:
-        stream = container.streams.video[0]
+        stream = _check_stream(path, container, limits)
+        claimed = int(stream.frames or 0)
         try:
-            return sum(1 for p in container.demux(stream) if p.size)
+            n = total = 0  # non-empty packets, all packets (empty ones: dropped frames, end of stream)
+            for p in container.demux(stream):
+                n, total = n + (1 if p.size else 0), total + 1
+                if n > limits.max_frames:
+                    raise DataError(path, f"video too long (over {limits.max_frames} frames, see DecodeLimits)")
         except _DECODE_ERRORS as exc:
             raise DataError(path, f"corrupt video ({_problem(exc)})") from None
+    if claimed and total < claimed:
+        raise DataError(path, f"truncated video: {n} of the {claimed} frames the container lists are present")
+    return n
+
+
+def first_frame(path: str | Path) -> Image.Image:
+    """The first frame of ``path`` as an RGB image, decoding nothing after it (headers checked first)."""
+    path = check_file(path)
+    limits = decode_limits()
+    check_file_size(path, limits)
+    with _open(path) as container:
+        stream = _check_stream(path, container, limits)
+        try:
+            for frame in container.decode(stream):
+                return frame.to_image().convert("RGB")
+        except _DECODE_ERRORS as exc:
+            raise DataError(path, f"corrupt video, no frame decodes ({_problem(exc)})") from None
+    raise DataError(path, "video stream has no decodable frames")
 
 
 def _decode(path: Path, keep: Callable[[int], bool]) -> tuple[dict[int, Image.Image], int]:
@@ -75,8 +117,10 @@ def _decode(path: Path, keep: Callable[[int], bool]) -> tuple[dict[int, Image.Im
 
 
 def read_frames(path: str | Path) -> list[Image.Image]:
-    """Every frame of the first video stream of ``path``, in order, as RGB ``PIL.Image``s."""
+    """Every frame of the first video stream of ``path``, in order, as RGB ``PIL.Image``s (after the
+    header and frame count are checked against the decode limits)."""
     path = check_file(path)
+    _count_packets(path)
     kept, n = _decode(path, lambda i: True)
     return [kept[i] for i in range(n)]
 
@@ -115,7 +159,9 @@ def load_clip(path: str | Path, spec: VideoSpec, generator: torch.Generator | No
         kept, decoded = _decode(path, need.__contains__)
         if decoded == n:
             return [kept[i] for i in wanted]
-    # packets and frames disagree (unusual codec or a damaged file): decode everything, then sample
+        if decoded < n:
+            raise DataError(path, f"truncated or damaged video: {decoded} of its {n} frames decode")
+    # more frames than packets (an unusual codec): decode everything, then sample
     kept, decoded = _decode(path, lambda i: True)
     wanted = sample_indices(decoded, spec.num_frames, spec.sampling, spec.train, generator)
     return [kept[i] for i in wanted]
@@ -177,7 +223,7 @@ class VideoModality:
     def load(self, item: str | Path, spec: VideoSpec, generator: torch.Generator | None = None) -> torch.Tensor:
         """A video file -> float32 ``[num_frames, 3, size, size]``."""
         frames = load_clip(item, spec, generator)
-        return torch.stack([preprocess_image(f, spec.image) for f in frames])
+        return torch.stack([preprocess_image(f, spec.image, item) for f in frames])
 
     def collate(self, items: list[torch.Tensor], spec: Any = None) -> dict[str, torch.Tensor]:
         """Stack ``[T, 3, H, W]`` clips into ``{"pixel_values": [B, T, 3, H, W]}``."""
@@ -192,7 +238,7 @@ class VideoModality:
 
     def still(self, path: Path) -> Image.Image:
         """The first frame."""
-        return read_frames(path)[0].convert("RGB")
+        return first_frame(path)
 
 
 MODALITIES.register("video", VideoModality())

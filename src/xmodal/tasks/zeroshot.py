@@ -115,6 +115,9 @@ def zeroshot(
     error naming the item. ``templates`` default to ``modality``'s prompt set (:func:`prompts_for`). Unreadable files raise, or with ``on_error="skip"`` are counted and listed."""
     if len(items) != len(labels):
         raise ConfigError(f"{len(items)} items but {len(labels)} labels")
+    for item, label in zip(items, labels):
+        if not isinstance(label, str) or not label.strip():
+            raise DataError(str(item), f"no class label (got {label!r})")
     classnames = list(classnames) if classnames is not None else sorted(set(labels))
     known = set(classnames)
     for item, label in zip(items, labels):
