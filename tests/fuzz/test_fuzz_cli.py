@@ -102,8 +102,6 @@ def test_every_command_over_the_hostile_corpus(case: Case, good, tmp_path, capsy
 
 
 def _fail(case: Case, message: str) -> None:
-    if case.kind == "index":  # the index loader is verified in part C of issue 10
-        pytest.xfail(f"part C: {message}")
     pytest.fail(f"{case.name}: {message}")
 
 

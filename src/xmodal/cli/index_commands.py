@@ -46,6 +46,7 @@ def index(args: argparse.Namespace) -> int:
     if args.merge:
         idx = Index.merged(args.paths, args.out, model=args.model)
         print(f"merged {len(args.paths)} shard(s) into {args.out}: {len(idx)} files")
+        idx.close()  # (the store's write-ahead log goes into index.sqlite: the folder is complete on its own)
         return 0
     base: dict[str, Any] = {"progress": not args.no_progress, "prune": args.prune,
                             **given(args, "shard", "workers", "batch_size")}
@@ -64,6 +65,7 @@ def index(args: argparse.Namespace) -> int:
         print(f"  skipped {path}: {problem}")
     if len(r.skipped) > MAX_LISTED:
         print(f"  ... and {len(r.skipped) - MAX_LISTED} more skipped")
+    idx.close()  # (the store's write-ahead log goes into index.sqlite: the folder is complete on its own)
     return 0
 
 

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE INDEX IF NOT EXISTS files_modality ON files (modality);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+STORE_TABLES = ("files", "meta")  # the tables of SCHEMA: an existing store lacking one is damaged
 
 
 @dataclass

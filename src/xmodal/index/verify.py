@@ -19,7 +19,7 @@ from typing import Any
 
 from xmodal.errors import CheckpointError
 from xmodal.index import ann as ann_lib
-from xmodal.index.store import DB_FILE
+from xmodal.index.store import DB_FILE, STORE_TABLES
 
 ANN_META = "ann.json"
 KINDS = ("flat", "ivf")
@@ -65,10 +65,27 @@ def sqlite_file_problem(folder: Path) -> str | None:
 
 
 def check_sqlite_file(folder: Path) -> None:
-    """Raise the one-line error of :func:`sqlite_file_problem`, if any."""
-    problem = sqlite_file_problem(folder)
+    """Raise the one-line error of :func:`sqlite_file_problem` or :func:`missing_tables`, if any."""
+    problem = sqlite_file_problem(folder) or missing_tables(folder)
     if problem:
         raise damaged_store(folder, problem)
+
+
+def missing_tables(folder: Path) -> str | None:
+    """Which of the store's tables an existing, non-empty ``index.sqlite`` lacks (opening it would
+    otherwise create them empty and the index would silently hold nothing)."""
+    path = Path(folder) / DB_FILE
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)  # read-only: closing must not checkpoint a WAL into it
+    try:
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    finally:
+        db.close()
+    lost = [t for t in STORE_TABLES if t not in names]
+    return f"missing table(s) {', '.join(lost)}" if lost else None
 
 
 def integrity_problem(folder: Path) -> str | None:
