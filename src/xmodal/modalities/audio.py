@@ -1,4 +1,4 @@
-"""Audio (soundfile + scipy): decode, mix to mono, resample, log-mel features.
+"""Audio (soundfile + a numpy polyphase resampler): decode, mix to mono, resample, log-mel features.
 
 ``load(path, spec)`` gives float32 ``[n_mels, frames]`` with ``frames = audio_frames(spec)`` (the
 same for every clip: clips are cut or zero-padded to ``spec.max_seconds``); ``collate`` stacks them
@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import torch
-from scipy.signal import resample_poly
 
 from xmodal.errors import ConfigError, DataError
 from xmodal.modalities.base import MODALITIES, AudioSpec, check_file_size, decode_limits
 from xmodal.modalities.image import check_file
+from xmodal.modalities.resample import resample_poly
 
 EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 MIN_RATE, MAX_RATE = 1000, 384000  # plausible sample rates, Hz
