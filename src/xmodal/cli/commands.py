@@ -9,7 +9,7 @@ from typing import Any
 
 from xmodal.cli.common import (build_config, column, config_args, fit_overrides, given, held_out_rows, manifest_args,
                                model_help, no_progress_arg, out_arg, print_history, print_skipped, read_rows,
-                               start_run, training_args)
+                               start_run, training_args, without_empty)
 from xmodal.cli.listing import list_action, registry_option
 
 
@@ -153,6 +153,7 @@ def zeroshot(args: argparse.Namespace) -> int:
     classes = [check_text(c, "--classes") for c in args.classes.split(",")] if args.classes else None
     for t in args.template or ():
         check_text(t, "--template")
+    rows, empty = without_empty(rows, args.column, args.data) if args.on_error == "skip" else (rows, [])
     items = column(rows, args.column, args.data, path=MODALITIES.get(args.modality).is_file)
     labels = [str(v).strip() for v in column(rows, args.label_column, args.data, text=True)]
     model = load(args.model)
@@ -161,8 +162,8 @@ def zeroshot(args: argparse.Namespace) -> int:
                        on_error=args.on_error)
     print(text_table([{"items": len(res.targets), "classes": len(res.classnames), "top1": round(res.top1, 4),
                        "top5": round(res.top5, 4), "mean class acc": round(res.mean_class_accuracy, 4),
-                       "skipped": len(res.skipped)}]))
-    for file, problem in res.skipped:
+                       "skipped": len(empty) + len(res.skipped)}]))
+    for file, problem in [*empty, *res.skipped]:
         print(f"skipped {file}: {problem}")
     if args.out:
         out = Path(args.out)

@@ -150,6 +150,19 @@ def column(rows: list[dict[str, Any]], name: str, source: str, text: bool = Fals
     return [r[name] for r in rows]
 
 
+def without_empty(rows: list[dict[str, Any]], name: str, source: str) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """The rows with a value in column ``name`` and, for ``--on-error skip``, ``(where, problem)`` of the
+    others (a row without that input is skipped and named, not fatal)."""
+    kept, skipped = [], []
+    for i, row in enumerate(rows):
+        value = row.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            skipped.append((f"{source} row {i}", f"empty value in column {name!r}"))
+        else:
+            kept.append(row)
+    return kept, skipped
+
+
 def check_out(args: argparse.Namespace) -> None:
     """A ConfigError, before any work, when the command's ``--out`` names an existing file (not a folder)."""
     from xmodal.errors import ConfigError
