@@ -122,16 +122,18 @@ features(model.base_model.model, {str(out / 'base')!r})
         assert not torch.allclose(base.tower("image")({"pixel_values": pixels()}), image, atol=1e-3)  # the adapter counts
 
 
-@pytest.mark.parametrize("strategy", ["lora", "adapter"])
-def test_onnx_export_runs_in_onnxruntime_alone(strategy, tiny_clip_dir, tmp_path):
+@pytest.mark.parametrize("base,strategy", [("clip", "lora"), ("clip", "adapter"), ("lit", "lora")])
+def test_onnx_export_runs_in_onnxruntime_alone(base, strategy, tiny_clip_dir, make_lit, tmp_path):
     pytest.importorskip("onnxruntime")
-    model = make_transfer(tiny_clip_dir, strategy, tmp_path / "run" / "model")
+    base_dir = tiny_clip_dir if base == "clip" else make_lit().save_pretrained(tmp_path / "lit")
+    model = make_transfer(base_dir, strategy, tmp_path / "run" / "model")
     out = export(model, "onnx", tmp_path / "onnx")
     vm = load_transfer(model)
-    clips = torch.randn(3, vm.base.spec("video").num_frames, 3, 30, 30, generator=torch.Generator().manual_seed(2))
+    size = vm.base.spec("image").size
+    clips = torch.randn(3, vm.base.spec("video").num_frames, 3, size, size, generator=torch.Generator().manual_seed(2))
     text = vm.base.spec("text").tokenizer(CAPTIONS, padding=True, return_tensors="pt")
     names = json.loads((out / "onnx.json").read_text())["inputs"]["text"]
-    save_file({"clips": clips, "pixels": pixels(), **{k: text[k] for k in names}}, str(tmp_path / "inputs.safetensors"))
+    save_file({"clips": clips, "pixels": pixels(size=size), **{k: text[k] for k in names}}, str(tmp_path / "inputs.safetensors"))
     without_xmodal(f"""
 import onnxruntime
 inputs = {{k: v.numpy() for k, v in load_file("inputs.safetensors").items()}}
@@ -143,7 +145,7 @@ save_file({{"video": run("video", {{"pixel_values": inputs["clips"]}}), "image":
     got = load_file(str(tmp_path / "out.safetensors"))
     vm.merge()
     with torch.no_grad():
-        video, image = vm(clips), vm.vision({"pixel_values": pixels()})
+        video, image = vm(clips), vm.vision({"pixel_values": pixels(size=size)})
     assert got["video"].shape == video.shape == (3, len(ROWS))  # batch 3, exported with 2: the batch axis is dynamic
     assert torch.allclose(got["video"], video, atol=1e-4) and torch.allclose(got["image"], image, atol=1e-4)
     assert torch.allclose(got["text"], torch.stack(encode_strings(vm.base, CAPTIONS)), atol=1e-4)
