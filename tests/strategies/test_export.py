@@ -4,6 +4,7 @@ and the model cards."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -39,6 +40,14 @@ except ImportError:
 import torch
 from safetensors.torch import load_file, save_file
 """
+
+
+def make_hf_folder(kind: str, out: Path) -> Path:
+    """A tiny transformers ``kind`` dual encoder saved like a hub snapshot (tests/backbones/conftest.py)."""
+    spec = importlib.util.spec_from_file_location("_tiny_hf_export", Path(__file__).parents[1] / "backbones" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_hf_folder(kind, out)
 
 
 def make_transfer(clip_dir: Path, strategy: str, out: Path, **options) -> Path:
@@ -77,27 +86,30 @@ def xmodal_embeddings(model_dir: Path, merge: bool) -> tuple[torch.Tensor, torch
 
 
 HF_FEATURES = """
-def features(model, tokenizer_dir):
+def features(model, tokenizer_dir, padding=True):
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     inputs = load_file("inputs.safetensors")
     with torch.no_grad():
         image = model.get_image_features(pixel_values=inputs["pixels"])
-        text = model.get_text_features(**tok(CAPTIONS, padding=True, return_tensors="pt"))
+        text = model.get_text_features(**tok(CAPTIONS, padding=padding, max_length=16, return_tensors="pt"))
     image, text = [t if isinstance(t, torch.Tensor) else t.pooler_output for t in (image, text)]
     norm = torch.nn.functional.normalize
     save_file({"image": norm(image, dim=-1).contiguous(), "text": norm(text, dim=-1).contiguous()}, "out.safetensors")
 """
 
 
-@pytest.mark.parametrize("strategy,options", [("lora", {}), ("partial", {"mode": "bitfit"}), ("full", {})])
-def test_transformers_export_loads_with_automodel_alone(strategy, options, tiny_clip_dir, tmp_path):
-    model = make_transfer(tiny_clip_dir, strategy, tmp_path / "run" / "model", **options)
+@pytest.mark.parametrize("kind,strategy,options", [("clip", "lora", {}), ("clip", "partial", {"mode": "bitfit"}),
+                                                   ("clip", "full", {}), ("siglip", "lora", {})])
+def test_transformers_export_loads_with_automodel_alone(kind, strategy, options, tiny_clip_dir, tmp_path):
+    base = tiny_clip_dir if kind == "clip" else make_hf_folder(kind, tmp_path / kind)
+    model = make_transfer(base, strategy, tmp_path / "run" / "model", **options)
     out = export(model, "transformers", tmp_path / "hf")
     save_file({"pixels": pixels()}, str(tmp_path / "inputs.safetensors"))
+    padding = "max_length" if kind == "siglip" else True  # as xmodal pads each (SigLIP was trained on full length)
     without_xmodal(f"CAPTIONS = {CAPTIONS!r}\n" + HF_FEATURES + f"""
 from transformers import AutoModel
-features(AutoModel.from_pretrained({str(out)!r}), {str(out)!r})
+features(AutoModel.from_pretrained({str(out)!r}), {str(out)!r}, {padding!r})
 """, tmp_path)
     got, (image, text) = load_file(str(tmp_path / "out.safetensors")), xmodal_embeddings(model, merge=True)
     assert torch.allclose(got["image"], image, atol=1e-5) and torch.allclose(got["text"], text, atol=1e-5)
