@@ -52,7 +52,7 @@ OVERRIDES: dict[str, list[str]] = {  # flags appended to a README command whose 
     # the frozen-vs-re-encode bench: one epoch per mode (default 3)
     "bench/frozen_vs_reencode.py": ["--epochs", "1"],
 }
-RUNS_AT_LEAST = {"demo", "transfer", "compare", "bind", "zeroshot", "fuse", "index", "search", "list"}  # commands
+RUNS_AT_LEAST = {"demo", "transfer", "compare", "bind", "zeroshot", "fuse", "index", "search", "list", "export"}  # commands
 
 
 @dataclass
@@ -227,6 +227,7 @@ def test_readme_blocks_run(sandbox, capsys):
     assert (sandbox / "compare-clip" / "report" / "classify" / "results.json").is_file()
     assert (sandbox / "BOUND-ast" / "model" / "xmodal.json").is_file()
     assert (sandbox / "merged.index").is_dir()
+    assert (sandbox / "lora-hf" / "config.json").is_file() and (sandbox / "lora-onnx" / "video.onnx").is_file()
 
 
 def test_readme_keeps_its_key_commands_and_skips_only_with_a_reason():

@@ -6,6 +6,7 @@ Public API (imported lazily so that ``import xmodal`` stays cheap)::
     result = xmodal.align(model, rows, xmodal.AlignConfig(), val_rows=..., root=...)
     zs = xmodal.zeroshot(model, paths, labels, classnames)
     root = xmodal.generate_world("world")
+    xmodal.export("runs/lora/model", to="peft", out="lora-peft")  # or "transformers", "onnx"
     xmodal.list_strategies("*probe*")             # registered names: list_models, list_encoders, ...
 """
 
@@ -52,6 +53,7 @@ _EXPORTS = {
     "CompareConfig": "xmodal.experiments.compare",
     "STRATEGIES": "xmodal.strategies",
     "load_transfer": "xmodal.strategies",
+    "export": "xmodal.exporters",
     "list_models": "xmodal.catalog",
     "list_strategies": "xmodal.catalog",
     "list_tasks": "xmodal.catalog",

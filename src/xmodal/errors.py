@@ -34,3 +34,7 @@ class UnknownNameError(ConfigError, KeyError):
 
 class CheckpointError(XmodalError):
     """A checkpoint that is missing, truncated, mismatched or not written by xmodal."""
+
+
+class ExportError(XmodalError):
+    """A model that cannot be exported to the asked format (the message names a format that works)."""

@@ -17,7 +17,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("backbones",),  # towers in one shared space: lit, hf_clip, bound
     ("api", "tasks"),  # load · the video tasks (head, loss, metrics), embedding, zero-shot
     ("alignment", "binding", "fusion", "strategies"),  # contrastive alignment, binding, fusion, transfer strategies
-    ("catalog",),  # what is registered: names, descriptions, config fields (list_*, ``xmodal list``)
+    ("catalog", "exporters"),  # what is registered (list_*, ``xmodal list``) · exporters: transformers, PEFT, ONNX
     ("index", "serve"),  # vector index + metadata, search page
     ("experiments",),  # the built-in world, the demo, the compare harness (never imported by the library)
     ("cli",),  # thin subcommands

@@ -127,7 +127,7 @@ def test_save_load_reproduces_outputs(strategy, task, make_lit, clips, tmp_path)
     _perturb(vm)
     video, predictions = _outputs(vm, data)
     save_transfer(vm, tmp_path / "t", base_dir)
-    assert {p.name for p in (tmp_path / "t").iterdir()} == {"transfer.json", "strategy.safetensors"}
+    assert {p.name for p in (tmp_path / "t").iterdir()} == {"transfer.json", "strategy.safetensors", "README.md"}
     loaded = load_transfer(tmp_path / "t")
     assert loaded.strategy == strategy and loaded.task == task and loaded.meta == vm.meta
     again = _outputs(loaded, data)

@@ -108,19 +108,26 @@ def test_compare_with_seeds_reports_mean_and_spread(make_lit, video_manifest, tm
     from xmodal.experiments.compare import CompareConfig, compare
 
     base = make_lit().save_pretrained(tmp_path / "base")
-    cfg = CompareConfig(out=str(tmp_path / "c"), strategies=("zero_shot", "temporal_head"), model=str(base),
+    cfg = CompareConfig(out=str(tmp_path / "c"), strategies=("zero_shot", "temporal_head:head.kind=mean"), model=str(base),
                         data=str(video_manifest), seeds=2, transfer=_cfg("temporal_head", epochs=3))
     summary = compare(cfg, say=lambda _: None)
     runs = {p.name for p in (tmp_path / "c" / "runs" / "classify").iterdir()}
-    assert runs == {"zero_shot", "zero_shot@seed1", "temporal_head", "temporal_head@seed1"}
+    assert runs == {"zero_shot", "zero_shot@seed1", "temporal_head-kind-mean", "temporal_head-kind-mean@seed1"}  # shell-safe
     rows = {r["strategy"]: r for r in summary["table"]}
-    head = next(r for r in summary["runs"] if r["label"] == "temporal_head")
-    assert head["seeds"] == [0, 1] and rows["temporal_head"]["seeds"] == 2
-    assert rows["temporal_head"]["top1"] == pytest.approx(sum(head["top1_runs"]) / 2, abs=1e-4)
+    head = next(r for r in summary["runs"] if r["label"] == "temporal_head[kind=mean]")  # the label stays in reports
+    assert head["seeds"] == [0, 1] and rows["temporal_head[kind=mean]"]["seeds"] == 2
+    assert rows["temporal_head[kind=mean]"]["top1"] == pytest.approx(sum(head["top1_runs"]) / 2, abs=1e-4)
     assert rows["zero_shot"]["top1 std"] == 0  # no training: every seed gives the same answer
     with pytest.raises(ConfigError, match="seeds"):
         compare(CompareConfig(out=str(tmp_path / "d"), model=str(base), data=str(video_manifest), seeds=0))
 
+
+def test_run_folder_names_are_safe_for_shells():
+    from xmodal.experiments.compare import folder_name, parse_spec
+
+    assert folder_name(parse_spec("partial:mode=bitfit")[0]) == "partial-mode-bitfit"
+    assert folder_name(parse_spec("adapter:temporal=true,bottleneck=4")[0]) == "adapter-temporal-true-bottleneck-4"
+    assert folder_name("lora") == "lora" and folder_name("qa[question only]") == "qa-question-only"
 
 
 def test_compare_reuses_the_same_run_and_refuses_other_settings_unless_overwrite(make_lit, video_manifest, tmp_path):

@@ -128,7 +128,24 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- export
+def export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a transfer folder (RUN/model, written by `xmodal transfer`)")
+    p.add_argument("--to", required=True, metavar="FORMAT",
+                   help="transformers (AutoModel folder, LoRA/bitfit merged), peft (LoRA adapter) or onnx (the towers)")
+    p.add_argument("--out", required=True, help="folder to write the export and its model card (README.md) to")
+
+
+def export(args: argparse.Namespace) -> int:
+    from xmodal.exporters import export as run_export
+
+    out = run_export(args.model, args.to, args.out)
+    print(f"exported {args.model} to {args.to}: {out} (model card: {out / 'README.md'})")
+    return 0
+
+
 COMMANDS = {  # name -> (flags, handler, help) of the subcommands above
     "transfer": (transfer_args, transfer, "transfer an aligned model to video with one strategy"),
     "compare": (compare_args, compare, "run many transfer strategies side by side (table + plots)"),
+    "export": (export_args, export, "export a transferred model to transformers, PEFT or ONNX (loads without xmodal)"),
 }

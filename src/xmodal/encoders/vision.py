@@ -188,7 +188,7 @@ class ViT(ClassTokenTransformer):
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
         x = self.patch(pixel_values).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls.expand(len(x), -1, -1), x], 1)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1)
         return x + self.pos
 
 

@@ -10,13 +10,14 @@ first aligned on the world's images (cached in ``out/base`` so re-runs skip it),
 the task on the world's data for it (``WORLD_DATA``: the 8 motion classes of its clips, their captions,
 the moments of its stories, the questions about them). After the strategies, the task's ``baselines``
 run as rows of their own (``qa``: the question-only head, which never sees the video). Finished runs
-are cached in ``out/runs/<task>/<label>`` too.
+are cached in ``out/runs/<task>/<folder>`` too (the label made safe for shells: ``partial-mode-bitfit``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,12 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
     pairs = [kv.split("=", 1) for kv in rest.split(",") if kv]
     label = name if not pairs else name + "[" + ",".join(k.split(".")[-1] + "=" + v for k, v in pairs) + "]"
     return label, name, options
+
+
+def folder_name(label: str) -> str:
+    """A run folder name a shell takes unquoted: ``partial[mode=bitfit]`` -> ``partial-mode-bitfit`` (every run
+    of characters other than letters, digits, ``.``, ``_``, ``@`` and ``-`` becomes one ``-``); the label stays in reports."""
+    return re.sub(r"[^A-Za-z0-9._@-]+", "-", label).strip("-") or "run"
 
 
 def planned(cfg: CompareConfig) -> list[Run]:
@@ -208,7 +215,8 @@ def prepare(cfg: CompareConfig, say: Callable[[str], None]
 def run_one(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
             say: Callable[[str], None], k: int = 0, decoded: dict[str, Any] | None = None) -> dict[str, Any]:
     """Transfer a fresh copy of the base with one run (a strategy spec or a task baseline) and the
-    ``k``-th seed; cached in ``out/runs/<task>/<label>`` (``<label>@seed<seed>`` for k > 0) and reused
+    ``k``-th seed; cached in ``out/runs/<task>/<folder>`` (``<folder>@seed<seed>`` for k > 0, ``<folder>`` the label
+    made safe for shells by :func:`folder_name`) and reused
     only when the base, the data and every setting (task option overrides included) are the same (a run
     folder of other settings or data is refused unless ``cfg.overwrite``; a partial one of the same
     resumes). ``decoded`` keeps the decoded clips of each split across the
@@ -217,7 +225,8 @@ def run_one(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root:
 
     label, name, options, overrides = spec
     seed = cfg.transfer.seed + k
-    run = Path(cfg.out) / "runs" / cfg.transfer.task / (label if k == 0 else f"{label}@seed{seed}")
+    name_k = folder_name(label) if k == 0 else f"{folder_name(label)}@seed{seed}"
+    run = Path(cfg.out) / "runs" / cfg.transfer.task / name_k
     tcfg = transfer_config(cfg, spec, seed)
     tcfg.fit = dataclasses.replace(tcfg.fit, progress=False, verbose=False)
     _, task_cfg, _, strategy_cfg = check(tcfg)  # the settings in full, defaults included
@@ -227,7 +236,7 @@ def run_one(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root:
     done = run / "metrics.json"
     data = {"rows": fingerprint(rows, root) if cfg.data else "", "model": folder_fingerprint(base)}
     if open_run(run, "transfer", key, data, cfg.overwrite) and done.is_file():
-        say(f"{run.name}: cached in {run}")
+        say(f"{label}: cached in {run}")
         return {"seed": seed, **json.loads(done.read_text())}
     t0 = time.perf_counter()
     res = transfer(load(base), splits["train"], tcfg, splits["val"] or None, splits["test"] or None, root=root, out=run,
@@ -240,7 +249,7 @@ def run_one(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root:
     metrics.pop("confusion", None)
     done.write_text(json.dumps(metrics, indent=2, default=float))
     head = TASKS.get(cfg.transfer.task).report[0]
-    say(f"{run.name}: {head} {metrics.get(head, float('nan')):.3f}, {metrics['trainable_params']:,} trainable, "
+    say(f"{label}{'' if k == 0 else f' (seed {seed})'}: {head} {metrics.get(head, float('nan')):.3f}, {metrics['trainable_params']:,} trainable, "
         f"{metrics['train_seconds']:.1f}s")
     return metrics
 

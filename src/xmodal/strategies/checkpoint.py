@@ -18,6 +18,7 @@ import torch
 from xmodal.config import from_dict, to_dict
 from xmodal.errors import CheckpointError
 from xmodal.strategies.base import STRATEGIES, VideoModel
+from xmodal.strategies.card import card_text, run_record, write_card
 from xmodal.tasks.base import TASKS
 
 TRANSFER_FORMAT = "xmodal-transfer"
@@ -26,8 +27,9 @@ META_FILE = "transfer.json"
 STATE_FILE = "strategy.safetensors"
 
 
-def save_transfer(vm: VideoModel, path: str | Path, base: str | Path) -> Path:
-    """Write ``transfer.json`` and the strategy's and head's own weights to the folder ``path``."""
+def save_transfer(vm: VideoModel, path: str | Path, base: str | Path, metrics: dict[str, Any] | None = None) -> Path:
+    """Write ``transfer.json`` (with the run's ``metrics``, when given), the strategy's and head's own weights
+    and a model card (``README.md``) to the folder ``path``."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -36,8 +38,12 @@ def save_transfer(vm: VideoModel, path: str | Path, base: str | Path) -> Path:
     save_file(state, str(path / STATE_FILE))
     meta = {"format": TRANSFER_FORMAT, "format_version": FORMAT_VERSION, "strategy": vm.strategy,
             "config": to_dict(vm.config), "task": vm.task, "task_config": to_dict(vm.task_config),
-            "meta": vm.meta, "base": str(base), "frozen": vm.frozen}
-    (path / META_FILE).write_text(json.dumps(meta, indent=2))
+            "meta": vm.meta, "base": str(base), "frozen": vm.frozen, "metrics": metrics or {}}
+    (path / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    load = f"import xmodal\nvm = xmodal.load_transfer({str(path)!r})  # a torch module: vm(pixels [B, T, 3, H, W])"
+    write_card(path, card_text(json.loads((path / META_FILE).read_text()), f"xmodal transfer: {vm.strategy} for {vm.task}",
+                               load, ["format: `xmodal-transfer` (needs xmodal; `xmodal export` writes other formats)"],
+                               run_record(path)))
     return path
 
 

@@ -48,7 +48,7 @@ class VisualPrompts(nn.Module):
             x, as_kwarg = block_input(args, kwargs)
             if index > 0:
                 x = x[:, : -self.tokens]  # drop the previous block's prompts (deep VPT)
-            x = torch.cat([x, self.prompts[index].to(x.dtype).expand(len(x), -1, -1)], 1)
+            x = torch.cat([x, self.prompts[index].to(x.dtype).expand(x.shape[0], -1, -1)], 1)
             return with_block_input(args, kwargs, x, as_kwarg)
 
         return run

@@ -276,5 +276,5 @@ def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConf
         "flops_per_clip": flops_per_clip(vm, train_clips.pixels[0].to(next(vm.parameters()).device)),
         "skipped": [{"file": f, "problem": p} for f, p in train_clips.skipped]}
     if out is not None:
-        save_transfer(vm, out / "model", base)
+        save_transfer(vm, out / "model", base, metrics)
     return TransferResult(vm, metrics, history)
