@@ -37,7 +37,14 @@ def training_args(p: argparse.ArgumentParser, lr: str = "peak learning rate (def
     if batch_size:
         p.add_argument("--batch-size", type=int, help="samples per batch (default: the config's)")
     p.add_argument("--on-error", choices=["raise", "skip"], help=ON_ERROR)
+    precision_arg(p)
     config_args(p)
+
+
+def precision_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast of the forward passes: auto (default: bf16 on a GPU or a CPU with native bf16, "
+                        "else fp32), fp32, bf16, or fp16 (GPU only, with loss scaling)")
 
 
 def manifest_args(p: argparse.ArgumentParser, train: str, held_out: str, out: str) -> None:
@@ -93,8 +100,8 @@ def given(args: argparse.Namespace, *names: str, **renamed: str) -> dict[str, An
 
 
 def fit_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The engine overrides (``fit.epochs``, ``fit.lr``) given on the command line."""
-    return given(args, "epochs", "lr")
+    """The engine overrides (``fit.epochs``, ``fit.lr``, ``fit.precision``) given on the command line."""
+    return given(args, "epochs", "lr", "precision")
 
 
 def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

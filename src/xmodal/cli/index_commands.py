@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from xmodal.cli.common import build_config, config_args, given, no_progress_arg
+from xmodal.cli.common import build_config, config_args, given, no_progress_arg, precision_arg
 from xmodal.errors import ConfigError
 
 MAX_LISTED = 20  # skipped files printed one per line; the rest are counted
@@ -28,6 +28,7 @@ def index_args(p: argparse.ArgumentParser) -> None:
                    help="drop the rows of a folder that is now empty or lost over half its files (else refused)")
     p.add_argument("--workers", type=int, help="parallel data-loading processes (default 0)")
     p.add_argument("--batch-size", type=int, help="files per forward pass (default 32)")
+    precision_arg(p)
     no_progress_arg(p)
     config_args(p)
 
@@ -49,7 +50,7 @@ def index(args: argparse.Namespace) -> int:
         idx.close()  # (the store's write-ahead log goes into index.sqlite: the folder is complete on its own)
         return 0
     base: dict[str, Any] = {"progress": not args.no_progress, "prune": args.prune,
-                            **given(args, "shard", "workers", "batch_size")}
+                            **given(args, "shard", "workers", "batch_size", "precision")}
     cfg = build_config(BuildConfig, args, base)
     model = args.model
     if model is None and not (Path(args.out) / "index.sqlite").is_file():

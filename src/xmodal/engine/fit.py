@@ -3,7 +3,8 @@
 ``fit`` takes a ``step(batch) -> {"loss": Tensor, ...}`` function (the task), the parameters to train,
 a data loader and an optional ``evaluate() -> {metric: float}``; every other scalar the step returns
 (a diagnostic such as ``cos_audio``) is averaged over the epoch into its record. It does AdamW with linear warm-up and
-cosine decay, gradient accumulation and clipping, bf16 autocast on CUDA, early stopping on a monitored
+cosine decay, gradient accumulation and clipping, mixed precision (``engine/precision.py``: bf16 autocast,
+or fp16 with a loss scaler), early stopping on a monitored
 metric, a JSON-lines log, and atomic checkpoints of the complete training state (after every epoch and
 every ``checkpoint_every`` batches, see ``engine/resume.py``) from which a killed run resumes to the
 same weights as an uninterrupted one.
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 
 from xmodal.engine.checkpoint import History
 from xmodal.engine.faults import kill_point
+from xmodal.engine.precision import resolve_precision
 from xmodal.engine.progress import progress as progress_bar
 from xmodal.engine.resume import Resumable
 
@@ -37,7 +39,8 @@ class FitConfig:
     max_grad_norm: float = 1.0  # gradient clipping; 0 disables
     patience: int = 0  # stop after this many epochs without a better monitored metric; 0 = never
     monitor: str = ""  # metric from evaluate() that early stopping watches (higher is better)
-    amp: bool = True  # bf16 autocast when training on CUDA (ignored on CPU)
+    precision: str = "auto"  # auto|fp32|bf16|fp16 autocast of the training step (auto: fastest safe one
+    # for the device, see engine/precision.py; weights and optimizer state stay fp32)
     progress: bool = True  # progress bars (shown only on a terminal; XMODAL_PROGRESS=0/1 forces)
     verbose: bool = True  # print one summary line per epoch (loss, validation metrics, seconds)
     restore_best: bool = False  # at the end, put back the trainable weights of the best monitored epoch
@@ -173,8 +176,8 @@ def _train_epoch(step, model, loader, optimizer, scheduler, cfg: FitConfig, epoc
     """One epoch (of which a resumed run skips the batches its checkpoint had trained); its record."""
     model.train()
     freeze_eval(model)
-    device = next(model.parameters()).device
-    use_amp = cfg.amp and device.type == "cuda"
+    precision = resolve_precision(cfg.precision, next(model.parameters()).device)
+    scaler = precision.scaler()
     position, partial = run.state.position, run.state.partial
     total, count = partial.get("loss_sum", 0.0), int(partial.get("batches", 0))
     start = time.perf_counter() - partial.get("seconds", 0.0)
@@ -189,14 +192,14 @@ def _train_epoch(step, model, loader, optimizer, scheduler, cfg: FitConfig, epoc
     for i, batch in batches:
         if batch is None:  # every sample of the batch was skipped as unreadable
             continue
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with precision.autocast():
             out = step(batch)
-        (out["loss"] / cfg.grad_accum).backward()
+        scaler.scale(out["loss"] / cfg.grad_accum).backward()
         total += float(out["loss"].detach())
         count += 1
         _add_scalars(extras, out)
         if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(loader):
-            _optimizer_step(optimizer, scheduler, cfg)
+            _optimizer_step(optimizer, scheduler, cfg, scaler)
             kill_point("step")
             if cfg.checkpoint_every > 0 and (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(loader):
                 partial = {"loss_sum": total, "batches": count, "seconds": time.perf_counter() - start}
@@ -206,11 +209,15 @@ def _train_epoch(step, model, loader, optimizer, scheduler, cfg: FitConfig, epoc
             "lr": scheduler.get_last_lr()[0], "train_seconds": time.perf_counter() - start}
 
 
-def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, cfg: FitConfig) -> None:
-    """Clip the summed gradients, step the optimizer and the schedule, clear the gradients."""
+def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, cfg: FitConfig,
+                    scaler: torch.amp.GradScaler) -> None:
+    """Clip the summed (unscaled) gradients, step the optimizer (skipped by an fp16 scaler on overflow)
+    and the schedule, clear the gradients."""
+    scaler.unscale_(optimizer)
     if cfg.max_grad_norm > 0:
         nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
-    optimizer.step()
+    scaler.step(optimizer)
+    scaler.update()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
 

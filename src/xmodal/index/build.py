@@ -41,6 +41,8 @@ class BuildConfig:
     shard: str = ""  # "i/n": index only the i-th of n disjoint parts of the files ("" = all)
     progress: bool = True  # show a progress bar with files/s
     prune: bool = False  # drop the rows of a root that vanished or lost over half its files (else: refuse)
+    precision: str = "auto"  # auto|fp32|bf16|fp16 autocast of the towers (auto: fastest safe one for the
+    # device, see engine/precision.py; vectors are stored fp32 either way)
 
 
 @dataclass
@@ -243,7 +245,7 @@ def _embed_chunk(store: Store, model: Any, rows: list[Row], cfg: BuildConfig, re
 
     modality = rows[0].modality
     out = embed(model, modality, [r.path for r in rows], batch_size=cfg.batch_size, num_workers=cfg.workers,
-                on_error="skip", progress=False)
+                on_error="skip", progress=False, precision=cfg.precision)
     report.skipped.extend(out.skipped)
     kept = [rows[i] for i in out.kept]
     for r in kept:

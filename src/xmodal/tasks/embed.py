@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from xmodal.engine.progress import progress as progress_bar
 
 from xmodal.engine.cache import to_device
+from xmodal.engine.precision import resolve_precision
 from xmodal.errors import DataError
 from xmodal.modalities import MODALITIES
 
@@ -48,17 +49,23 @@ def embed(
     num_workers: int = 0,
     on_error: str = "raise",
     progress: bool = True,
+    precision: str = "auto",
+    prefetch: int = 2,
 ) -> Embedded:
     """Embed ``items`` (file paths, relative to ``root``; strings for text) of ``modality``.
 
     ``on_error="raise"`` stops at the first bad file with a DataError naming it; ``"skip"`` counts and
-    lists bad files in ``Embedded.skipped`` and goes on."""
+    lists bad files in ``Embedded.skipped`` and goes on. ``precision`` (auto|fp32|bf16|fp16, see
+    ``engine/precision.py``) is the autocast of the forward passes; the vectors come back fp32.
+    ``num_workers`` processes decode files ahead of the model, ``prefetch`` batches each."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error {on_error!r} is not 'raise' or 'skip'")
     spec = model.spec(modality)
     data = _Items(items, modality, spec, Path(root) if root is not None else None)
-    loader = DataLoader(data, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
+    extra = {"prefetch_factor": prefetch, "persistent_workers": False} if num_workers > 0 else {}
+    loader = DataLoader(data, batch_size=batch_size, num_workers=num_workers, collate_fn=list, **extra)
     device = next(model.parameters()).device
+    prec = resolve_precision(precision, device)
     vectors, kept, skipped = [], [], []
     model.eval()
     with torch.no_grad():
@@ -73,7 +80,9 @@ def embed(
                     skipped.append((error.source, error.problem))
             if good:
                 batch = to_device(data.modality.collate([s for _, s in good], spec), device)
-                vectors.append(model.encode(modality, batch).float().cpu())
+                with prec.autocast():
+                    out = model.encode(modality, batch).float()
+                vectors.append((out if prec.name == "fp32" else torch.nn.functional.normalize(out, dim=-1)).cpu())
                 kept.extend(i for i, _ in good)
     dim = model.embed_dim
     return Embedded(torch.cat(vectors) if vectors else torch.empty(0, dim), kept, skipped)

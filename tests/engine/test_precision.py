@@ -1,0 +1,105 @@
+"""Precision: what each setting resolves to, bad values, bf16 embeddings against fp32, a bf16 training step."""
+
+import csv
+
+import pytest
+import torch
+from torch import nn
+
+from xmodal.engine import precision as P
+from xmodal.engine.fit import FitConfig, fit
+from xmodal.errors import ConfigError
+from xmodal.tasks.embed import embed
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_resolved_precision_on_cpu(monkeypatch, fast):
+    monkeypatch.setattr(P, "cpu_fast_bf16", lambda: fast)
+    assert P.resolve_precision("auto", "cpu").name == ("bf16" if fast else "fp32")
+    assert P.resolve_precision("fp32", "cpu").name == "fp32"
+    assert P.resolve_precision("bf16", "cpu").name == "bf16"  # asked for: runs (emulated where not native)
+    assert P.resolve_precision("bf16", "cpu").dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("has_bf16, auto", [(True, "bf16"), (False, "fp16")])
+def test_resolved_precision_on_gpu(monkeypatch, has_bf16, auto):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: has_bf16)
+    assert P.resolve_precision("auto", "cuda").name == auto
+    assert P.resolve_precision("fp16", "cuda").name == "fp16"
+    assert P.resolve_precision("fp32", "cuda").name == "fp32"
+    if not has_bf16:
+        with pytest.raises(ConfigError, match="no bf16"):
+            P.resolve_precision("bf16", "cuda")
+
+
+@pytest.mark.parametrize("value", ["fp64", "BF16", "", "half"])
+def test_unknown_precision_is_a_config_error(value):
+    with pytest.raises(ConfigError, match="is not one of auto, fp32, bf16, fp16"):
+        P.resolve_precision(value, "cpu")
+
+
+def test_fp16_off_a_gpu_is_a_config_error():
+    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+        P.resolve_precision("fp16", "cpu")
+
+
+def test_autocast_and_scaler_follow_the_precision():
+    x = torch.randn(4, 8)
+    w = torch.randn(8, 3)
+    with P.Precision("bf16", "cpu").autocast():
+        assert (x @ w).dtype == torch.bfloat16
+    with P.Precision("fp32", "cpu").autocast():
+        assert (x @ w).dtype == torch.float32
+    assert not P.Precision("bf16", "cpu").scaler().is_enabled()
+
+
+def test_bf16_embeddings_stay_close_to_fp32(tiny_lit, colour_manifest):
+    """A tiny random model's bf16 embeddings keep cosine >= 0.999 to fp32 (real-size ViT-B/32: see
+    bench/encoder_throughput.py). Random tiny towers are the hard case for this bound: nothing in
+    their weights is tuned to be robust, and bf16's 8-bit mantissa (relative error ~0.4% per rounding)
+    averages out over only 8-32 channels, so any systematic drift would show up here first."""
+    paths = [r["path"] for r in csv.DictReader(colour_manifest.open())]
+    root = colour_manifest.parent
+    fp32 = embed(tiny_lit, "image", paths, root=root, precision="fp32", progress=False).vectors
+    bf16 = embed(tiny_lit, "image", paths, root=root, precision="bf16", progress=False).vectors
+    assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
+    assert torch.allclose(bf16.norm(dim=-1), torch.ones(len(paths)), atol=1e-5)
+    cos = (fp32 * bf16).sum(-1)
+    assert cos.min() >= 0.999
+    texts = ["a red square", "a green square", "a blue square"]
+    t32 = embed(tiny_lit, "text", texts, precision="fp32", progress=False).vectors
+    t16 = embed(tiny_lit, "text", texts, precision="bf16", progress=False).vectors
+    assert (t32 * t16).sum(-1).min() >= 0.999
+
+
+def test_embed_rejects_a_bad_precision(tiny_lit):
+    with pytest.raises(ConfigError):
+        embed(tiny_lit, "text", ["a red square"], precision="fp8", progress=False)
+
+
+def test_a_training_step_runs_under_bf16():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+    loader = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+    seen = []
+
+    def step(batch):
+        out = model(batch[0])
+        seen.append((torch.is_autocast_enabled("cpu"), out.dtype))
+        return {"loss": nn.functional.mse_loss(out.float(), batch[1])}
+
+    hist = fit(step, model, loader, FitConfig(epochs=10, lr=0.05, progress=False, verbose=False, precision="bf16"))
+    assert set(seen) == {(True, torch.bfloat16)}
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
+    assert hist.epochs[-1]["loss"] < 0.3 * hist.epochs[0]["loss"]
+
+
+def test_fit_rejects_a_bad_precision():
+    model = nn.Linear(2, 1)
+    loader = [(torch.randn(4, 2), torch.randn(4, 1))]
+    with pytest.raises(ConfigError, match="precision"):
+        fit(lambda b: {"loss": nn.functional.mse_loss(model(b[0]), b[1])}, model, loader,
+            FitConfig(epochs=1, progress=False, verbose=False, precision="fp8"))
