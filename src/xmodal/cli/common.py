@@ -43,8 +43,8 @@ def training_args(p: argparse.ArgumentParser, lr: str = "peak learning rate (def
 
 def precision_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="autocast of the forward passes: auto (default: bf16 on a GPU or a CPU with native bf16, "
-                        "else fp32), fp32, bf16, or fp16 (GPU only, with loss scaling)")
+                   help="autocast of the forward passes: fp32 (default), auto (bf16 on a GPU or a CPU with native "
+                        "bf16, else fp32), bf16, or fp16 (GPU only, with loss scaling)")
 
 
 def manifest_args(p: argparse.ArgumentParser, train: str, held_out: str, out: str) -> None:

@@ -39,8 +39,9 @@ class FitConfig:
     max_grad_norm: float = 1.0  # gradient clipping; 0 disables
     patience: int = 0  # stop after this many epochs without a better monitored metric; 0 = never
     monitor: str = ""  # metric from evaluate() that early stopping watches (higher is better)
-    precision: str = "auto"  # auto|fp32|bf16|fp16 autocast of the training step (auto: fastest safe one
-    # for the device, see engine/precision.py; weights and optimizer state stay fp32)
+    precision: str = "fp32"  # fp32|auto|bf16|fp16 autocast of the training step (auto: fastest safe one for
+    # the device, see engine/precision.py; fp32 by default: the same numbers on every machine; weights and
+    # optimizer state stay fp32)
     progress: bool = True  # progress bars (shown only on a terminal; XMODAL_PROGRESS=0/1 forces)
     verbose: bool = True  # print one summary line per epoch (loss, validation metrics, seconds)
     restore_best: bool = False  # at the end, put back the trainable weights of the best monitored epoch

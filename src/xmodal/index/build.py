@@ -41,8 +41,8 @@ class BuildConfig:
     shard: str = ""  # "i/n": index only the i-th of n disjoint parts of the files ("" = all)
     progress: bool = True  # show a progress bar with files/s
     prune: bool = False  # drop the rows of a root that vanished or lost over half its files (else: refuse)
-    precision: str = "auto"  # auto|fp32|bf16|fp16 autocast of the towers (auto: fastest safe one for the
-    # device, see engine/precision.py; vectors are stored fp32 either way)
+    precision: str = "fp32"  # fp32|auto|bf16|fp16 autocast of the towers (auto: fastest safe one for the
+    # device, see engine/precision.py; fp32 by default; vectors are stored fp32 either way)
 
 
 @dataclass

@@ -49,7 +49,7 @@ def embed(
     num_workers: int = 0,
     on_error: str = "raise",
     progress: bool = True,
-    precision: str = "auto",
+    precision: str = "fp32",
     prefetch: int = 2,
 ) -> Embedded:
     """Embed ``items`` (file paths, relative to ``root``; strings for text) of ``modality``.
