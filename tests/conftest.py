@@ -23,6 +23,15 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220)}
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one CPU thread for the test (restored after): small models run faster and repeat exactly."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_text_dir(tmp_path_factory) -> Path:
     """A 2-layer width-32 BERT with the real MiniLM tokenizer, saved like any transformers folder."""

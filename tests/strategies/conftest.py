@@ -17,11 +17,8 @@ SIZE = 16
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every strategy test on one torch thread (tests/conftest.py's ``one_thread``)."""
 
 
 @pytest.fixture

@@ -19,12 +19,7 @@ SENTENCES = ["the red circle moves left, then a blue square grows", "a green sta
              "first the blue square shrinks, then the red circle moves up", "the yellow heart turns"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # (tests/conftest.py)
 
 
 # ---------------------------------------------------------------- vocabulary
