@@ -45,17 +45,18 @@ from xmodal.errors import ConfigError
 
 def setup() -> bool:
     """Join the process group torchrun described in the environment (once); True when this process is
-    one of several ranks. NCCL with this process on GPU ``LOCAL_RANK`` when CUDA is there, else gloo."""
+    one of several ranks. NCCL with this process on GPU ``LOCAL_RANK`` when CUDA is there, else gloo;
+    ``XMODAL_BACKEND=gloo`` (or ``nccl``) chooses."""
     import torch.distributed as dist
 
     if active():
         return True
     if "WORLD_SIZE" not in os.environ or not dist.is_available():
         return False
-    cuda = torch.cuda.is_available()
-    if cuda:
+    backend = os.environ.get("XMODAL_BACKEND") or ("nccl" if torch.cuda.is_available() else "gloo")
+    if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(minutes=30))
+    dist.init_process_group(backend, timeout=timedelta(minutes=30))
     return True
 
 
@@ -94,8 +95,10 @@ def is_main() -> bool:
 
 
 def device() -> torch.device:
-    """Where this rank's model lives: its GPU under NCCL, else the CPU."""
-    if active() and torch.cuda.is_available():
+    """Where this rank's model (and any tensor of a collective) lives: its GPU under NCCL, else the CPU."""
+    import torch.distributed as dist
+
+    if active() and dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
@@ -108,20 +111,13 @@ def barrier() -> None:
         dist.barrier()
 
 
-def _comm_device() -> torch.device:
-    """Where small bookkeeping tensors go for a collective (NCCL talks only to GPUs)."""
-    import torch.distributed as dist
-
-    return device() if dist.get_backend() == "nccl" else torch.device("cpu")
-
-
 def sizes(n: int) -> list[int]:
     """Every rank's ``n`` (``[n]`` for one process)."""
     import torch.distributed as dist
 
     if not active():
         return [n]
-    local = torch.tensor([n], device=_comm_device())
+    local = torch.tensor([n], device=device())
     out = [torch.zeros_like(local) for _ in range(world())]
     dist.all_gather(out, local)
     return [int(t) for t in out]
@@ -192,7 +188,7 @@ def average(value: float) -> float:
 
     if not active():
         return value
-    t = torch.tensor([value], dtype=torch.float64, device=_comm_device())
+    t = torch.tensor([value], dtype=torch.float64, device=device())
     dist.all_reduce(t)
     return float(t) / world()
 
@@ -255,8 +251,9 @@ class RankBatches:
 
 def shard_loader(loader: Any) -> Any:
     """``loader`` as this rank sees it (see :class:`RankBatches`); ``loader`` itself for one process. A
-    DataLoader is rebuilt over the same dataset, batch sampler (its generator included), collate function
-    and workers; any other iterable of index batches with a ``batch_size`` is wrapped."""
+    DataLoader is rebuilt over the same dataset, batch sampler, collate function, workers and generator
+    (each epoch's iterator draws its workers' base seed from it before the sampler shuffles: the same
+    draws as the original loader); any other iterable of index batches with a ``batch_size`` is wrapped."""
     from torch.utils.data import DataLoader
 
     if not active():
@@ -269,7 +266,7 @@ def shard_loader(loader: Any) -> Any:
         if loader.num_workers else {}
     return DataLoader(loader.dataset, batch_sampler=RankBatches(sampler, size, rank(), world()),
                       num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
-                      worker_init_fn=loader.worker_init_fn, **extra)
+                      worker_init_fn=loader.worker_init_fn, generator=loader.generator, **extra)
 
 
 # ---------------------------------------------------------------- the model
