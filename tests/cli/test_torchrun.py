@@ -17,6 +17,7 @@ gradients themselves are compared with one process in ``tests/engine/test_distri
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -184,3 +185,27 @@ def test_a_killed_ddp_run_resumes_to_the_uninterrupted_weights(world, tmp_path):
     a, b = load_file(str(tmp_path / "whole" / weights)), load_file(str(out / weights))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
+
+
+_spec = importlib.util.spec_from_file_location("_index_fixtures", Path(__file__).parents[1] / "index" / "conftest.py")
+_fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_fixtures)
+tiny_world_src, media, tiny_model_dir = _fixtures.tiny_world_src, _fixtures.media, _fixtures.tiny_model_dir
+
+
+def test_index_under_two_ranks_merges_their_shards_into_the_single_process_index(media, tiny_model_dir, tmp_path):
+    from xmodal.cli.main import main
+    from xmodal.index import Index
+
+    argv = ["index", str(media), "--model", str(tiny_model_dir), "--no-progress"]
+    assert _forked_ranks([*argv, "--out", str(tmp_path / "ix")], tmp_path / "ranks.txt") == [0, 0]
+    assert "11 files merged from 2 shards" in (tmp_path / "ranks.txt").read_text()
+    assert (tmp_path / ".ix.rank0-of-2" / "index.sqlite").is_file() and (tmp_path / ".ix.rank1-of-2").is_dir()
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    two, one = Index.load(tmp_path / "ix"), Index.load(tmp_path / "one")
+    try:
+        assert len(two) == len(one) == 11
+        hits = [[(h.path, round(h.score, 5)) for h in ix.search("a red circle", k=11)] for ix in (two, one)]
+        assert hits[0] == hits[1]
+    finally:
+        two.close(), one.close()
