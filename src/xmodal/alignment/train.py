@@ -43,7 +43,7 @@ class AlignConfig:
     label_column: str = "label"  # rows sharing this column's value are positives; "" = pairs only
     repeat_positives: bool = True  # rows with the same item on either side (a repeated caption) are positives too
     balance: bool = False  # class-balanced batches (classes: label_column, else a side's repeated items)
-    batch_size: int = 128  # pairs per batch (the number of negatives grows with it)
+    batch_size: int = 128  # pairs per batch (the number of negatives grows with it; under torchrun the global batch)
     num_workers: int = 0  # DataLoader worker processes for decoding
     cache_frozen: bool = True  # encode frozen trunks once instead of every epoch
     on_error: str = "raise"  # bad file: "raise" (fail fast) or "skip" (count, report, go on)

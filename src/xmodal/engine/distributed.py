@@ -27,7 +27,10 @@ How N processes end on the weights of one process with the same global batch (to
 
 What does not match one process exactly: BatchNorm (and any other batch-statistics layer) normalises
 each rank's slice on its own (use a model without it, or convert it to ``SyncBatchNorm`` on GPUs), and
-random per-sample draws (augmented views, mixup pairs, modality dropout) are drawn per rank.
+random per-sample draws (augmented views, mixup pairs, modality dropout) are drawn per rank. With
+``on_error="skip"``, a rank whose slice of a batch is all unreadable makes every rank skip that batch.
+A checkpoint keeps every rank's RNG states; resumed by another number of processes, each rank takes
+rank 0's (the global batches do not depend on the number of processes).
 """
 
 from __future__ import annotations
@@ -191,6 +194,17 @@ def average(value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device())
     dist.all_reduce(t)
     return float(t) / world()
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` holds on any rank (``flag`` for one process): ranks skip a batch together."""
+    import torch.distributed as dist
+
+    if not active():
+        return flag
+    t = torch.tensor([int(flag)], device=device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t)
 
 
 def agree(flag: bool) -> bool:

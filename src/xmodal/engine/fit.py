@@ -197,7 +197,7 @@ def _train_epoch(replica: distributed.Replica, model, loader, optimizer, schedul
     run.resumed()
     optimizer.zero_grad(set_to_none=True)
     for i, batch in batches:
-        if batch is None:  # every sample of the batch was skipped as unreadable
+        if distributed.any_rank(batch is None):  # every sample of the batch (of a rank's slice) was unreadable
             continue
         stepping = (i + 1) % cfg.grad_accum == 0 or i + 1 == len(loader)
         out = _forward_backward(replica, batch, precision, scaler, cfg, stepping)

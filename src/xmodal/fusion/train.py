@@ -38,7 +38,7 @@ class FuseConfig:
     params: FusionParams = field(default_factory=FusionParams)  # fusion widths, depth, heads, bottlenecks
     modality_dropout: float = 0.3  # training: drop each modality of a sample with this probability
     unimodal_loss: float = 1.0  # weight of auxiliary losses on each modality alone (0 = fused loss only)
-    batch_size: int = 64  # samples per batch
+    batch_size: int = 64  # samples per batch (under torchrun the global batch, split over the processes)
     on_error: str = "raise"  # unreadable file: "raise" or "skip" (count and go on)
     seed: int = 0  # seeds initialisation, shuffling and dropout
     fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=10, lr=2e-3, monitor="val_acc"))  # engine

@@ -49,7 +49,7 @@ class TransferConfig:
     strategy: str = "temporal_head"  # registered strategy name (see xmodal.strategies.STRATEGIES)
     options: dict[str, Any] = field(default_factory=dict)  # the strategy's config fields, e.g. {"rank": 8}
     path_column: str = "path"  # manifest column with the video files
-    batch_size: int = 32  # rows per batch
+    batch_size: int = 32  # rows per batch (under torchrun the global batch, split over the processes)
     lr: float = 0.0  # peak learning rate; 0 = the strategy's ``default_lr`` (LoRA), else fit.lr
     num_workers: int = 0  # DataLoader worker processes for decoding
     on_error: str = "raise"  # unreadable clip: "raise" or "skip" (counted, listed)
