@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -51,36 +52,38 @@ def _grads(name: str, x, y, labels, target) -> list[torch.Tensor]:
     return [p.grad if p.grad is not None else torch.zeros_like(p) for p in [*model.parameters(), scale, bias]]
 
 
-def _rank(r: int, store: str, results: str) -> None:
+def _rank(r: int, results: str) -> None:
+    """Rank r's gradients of each loss on its slice, averaged over the ranks as DDP does (rank 0 saves them)."""
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=r, world_size=2)
-    try:
-        x, y, labels = _batch()
-        target = torch.arange(8) % 3
-        start = sum(SPLIT[:r])
-        rows = slice(start, start + SPLIT[r])
-        for name in ("clip", "siglip", "mean"):
-            grads = _grads(name, x[rows], y[rows], labels[rows], target[rows])
-            for g in grads:  # what DDP does: the mean over the ranks
-                dist.all_reduce(g)
-                g /= 2
-            if r == 0:
-                torch.save(grads, f"{results}.{name}")
-        assert distributed.share(SPLIT[r]) == (start, start + SPLIT[r])
-    finally:
-        dist.destroy_process_group()
+    x, y, labels = _batch()
+    target = torch.arange(8) % 3
+    start = sum(SPLIT[:r])
+    rows = slice(start, start + SPLIT[r])
+    for name in ("clip", "siglip", "mean"):
+        grads = _grads(name, x[rows], y[rows], labels[rows], target[rows])
+        for g in grads:
+            dist.all_reduce(g)
+            g /= 2
+        if r == 0:
+            torch.save(grads, f"{results}.{name}")
+    assert distributed.share(SPLIT[r]) == (start, start + SPLIT[r])
 
 
-def _fork_ranks(tmp_path: Path) -> None:
+def _fork_ranks(tmp_path: Path, target: Callable[[int, str], None]) -> None:
+    """``target(rank, results prefix)`` in two forked ranks of a gloo group; fails when a rank fails."""
+    import torch.distributed as dist
+
     pids = []
     for r in range(2):
         pid = os.fork()
         if pid == 0:  # a rank: never returns into pytest
             code = 1
             try:
-                _rank(r, str(tmp_path / "store"), str(tmp_path / "grads"))
+                torch.set_num_threads(1)
+                dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=r, world_size=2)
+                target(r, str(tmp_path / "out"))
+                dist.destroy_process_group()
                 code = 0
             finally:
                 os._exit(code)
@@ -89,11 +92,11 @@ def _fork_ranks(tmp_path: Path) -> None:
 
 
 def test_two_ranks_average_to_the_single_process_gradients(tmp_path):
-    _fork_ranks(tmp_path)
+    _fork_ranks(tmp_path, _rank)
     x, y, labels = _batch()
     target = torch.arange(8) % 3
     for name in ("clip", "siglip", "mean"):
-        alone, ranks = _grads(name, x, y, labels, target), torch.load(tmp_path / f"grads.{name}")
+        alone, ranks = _grads(name, x, y, labels, target), torch.load(tmp_path / f"out.{name}")
         assert len(alone) == len(ranks)
         for g1, g2 in zip(alone, ranks):
             assert torch.allclose(g1, g2, atol=1e-6), (name, (g1 - g2).abs().max())
@@ -115,3 +118,37 @@ def test_rank_batches_slice_each_global_batch_and_refuse_an_indivisible_batch_si
     assert ranks == [[[0, 1], [4, 5], [8]], [[2, 3], [6, 7], [9]]]
     with pytest.raises(Exception, match="does not split over 3 processes"):
         distributed.RankBatches(batches, 4, 0, 3)
+
+
+def _mix_rank(r: int, results: str) -> None:
+    """Mix rank r's slice of a 5-row batch (rank 0 mixes, rank 1 does not) on the audio side, once as the
+    loss's rows and once as its columns; save the gathered positives and what this rank's part should be."""
+    from xmodal.alignment.batches import mix
+    from xmodal.modalities.augment import AUGMENTERS
+    from xmodal.modalities.audio_augment import AudioAugmentConfig
+
+    pos = torch.tensor([[1.0 if i % 2 == j % 2 else 0.0 for j in range(5)] for i in range(5)]) + torch.eye(5)
+    start, end = (0, 2) if r == 0 else (2, 5)
+    cfg = AudioAugmentConfig(mixup=1.0 if r == 0 else 0.0)
+    batch = {"audio": {"input_features": torch.randn(end - start, 16, 8) - 3}, "index": torch.arange(start, end)}
+    out = {}
+    for first in ("audio", "image"):
+        torch.manual_seed(r)
+        _, got = mix(batch, {"audio": cfg}, ["audio"], first, pos)
+        torch.manual_seed(r)
+        drawn = AUGMENTERS.get("audio").mix(batch["audio"], cfg)
+        rows = (pos if first == "audio" else pos.t())[start:end]
+        own = rows if drawn is None else drawn[2] * rows + (1 - drawn[2]) * rows[drawn[1]]
+        out[first] = (got, own if first == "audio" else own.t())
+    torch.save(out, f"{results}.{r}")
+
+
+def test_mixed_positives_are_mixed_on_each_ranks_rows_and_gathered(tmp_path):
+    _fork_ranks(tmp_path, _mix_rank)
+    ranks = [torch.load(tmp_path / f"out.{r}") for r in range(2)]
+    for first, cut in (("audio", lambda m, a, b: m[a:b]), ("image", lambda m, a, b: m[:, a:b])):
+        (got0, own0), (got1, own1) = ranks[0][first], ranks[1][first]
+        assert torch.equal(got0, got1)  # every rank holds the same global positives
+        assert torch.allclose(cut(got0, 0, 2), own0) and torch.allclose(cut(got0, 2, 5), own1)
+        assert not torch.equal(own0, cut(torch.tensor([[1.0 if i % 2 == j % 2 else 0.0 for j in range(5)]
+                                                        for i in range(5)]) + torch.eye(5), 0, 2))  # rank 0 mixed

@@ -308,9 +308,9 @@ class Replica:
 
             ids = [device().index] if device().type == "cuda" else None
             # find_unused_parameters: a step need not touch every trainable parameter (a task's head of
-            # another task, a bias its loss ignores); buffers stay per rank (broadcasting rank 0's each
-            # step would change what a single process computes)
-            self.ddp = DistributedDataParallel(_Step(model, step), device_ids=ids, broadcast_buffers=False,
+            # another task, a bias its loss ignores); buffers are made equal once, then stay per rank
+            # (broadcasting rank 0's at each step would change what a single process computes)
+            self.ddp = DistributedDataParallel(_Step(model, step), device_ids=ids, forward_sync_buffers=False,
                                                find_unused_parameters=True)
             self.step = self.ddp
 
