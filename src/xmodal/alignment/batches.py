@@ -10,6 +10,8 @@
   within the batch (mixup), its targets mixed in the same proportion.
 - Captions in prompts: with ``caption_prompts``, each training caption is written into a random
   template of that prompt set, as zero-shot will read class names.
+- Under torchrun each rank holds a slice of the global batch: the positives are those of the global
+  batch (:func:`global_batch`), and a mixed side's targets are mixed on the rank's own rows and gathered.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch.utils.data import DataLoader
 from xmodal.config import from_dict
 from xmodal.data.manifest import MediaDataset
 from xmodal.data.sampling import BalancedBatches
+from xmodal.engine import distributed
 from xmodal.engine.cache import DiskCache
 from xmodal.errors import ConfigError
 from xmodal.modalities import AUGMENTERS, MODALITIES
@@ -107,6 +110,12 @@ def same(values: Sequence[Hashable], device: torch.device) -> torch.Tensor:
     return ids[:, None] == ids[None, :]
 
 
+def global_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """The ``index`` and ``labels`` of the global batch whose slice ``batch`` is (under torchrun; else its own)."""
+    return {k: distributed.gather_objects([int(v) if k == "index" else v for v in batch[k]])
+            for k in ("index", "labels") if k in batch}
+
+
 def targets(batch: dict[str, Any], rows: Sequence[dict[str, Any]], cfg: Any, device: torch.device) -> torch.Tensor:
     """``[B, B]`` positives of a batch: the diagonal, same labels (``label_column``) and, with
     ``repeat_positives``, the same item on either side."""
@@ -129,9 +138,14 @@ def mix(batch: dict[str, Any], augs: dict[str, Any], live: Sequence[str], first:
         if m not in live:
             continue
         mixed = AUGMENTERS.get(m).mix(batch[m], aug_cfg)
-        if mixed is None:
+        if mixed is None and not distributed.active():
             return batch, pos
-        inputs, perm, w = mixed
-        perm = perm.to(pos.device)
-        return {**batch, m: inputs}, w * pos + (1 - w) * (pos[perm] if m == first else pos[:, perm])
+        rows = pos if m == first else pos.t()  # the mixed side's rows of the (global) positives
+        start, end = distributed.share(len(batch["index"]))
+        own = rows[start:end]
+        if mixed is not None:
+            inputs, perm, w = mixed
+            batch, own = {**batch, m: inputs}, w * own + (1 - w) * own[perm.to(pos.device)]
+        rows = distributed.gather(own)  # every rank gathers, mixed or not: ranks decide to mix on their own
+        return batch, rows if m == first else rows.t()
     return batch, pos

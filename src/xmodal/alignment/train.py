@@ -21,8 +21,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from xmodal.alignment.batches import augmenters, loader, mix, plain_data, probe_rows, prompter, targets
+from xmodal.alignment.batches import (augmenters, global_batch, loader, mix, plain_data, probe_rows, prompter,
+                                      targets)
 from xmodal.data.manifest import resolve_path
+from xmodal.engine import distributed
 from xmodal.engine.cache import FeatureCache, to_device
 from xmodal.engine.diagnostics import collapse, spread
 from xmodal.engine.fit import FitConfig, History, fit, precise_batchnorm
@@ -41,7 +43,7 @@ class AlignConfig:
     label_column: str = "label"  # rows sharing this column's value are positives; "" = pairs only
     repeat_positives: bool = True  # rows with the same item on either side (a repeated caption) are positives too
     balance: bool = False  # class-balanced batches (classes: label_column, else a side's repeated items)
-    batch_size: int = 128  # pairs per batch (the number of negatives grows with it)
+    batch_size: int = 128  # pairs per batch (the number of negatives grows with it; under torchrun the global batch)
     num_workers: int = 0  # DataLoader worker processes for decoding
     cache_frozen: bool = True  # encode frozen trunks once instead of every epoch
     on_error: str = "raise"  # bad file: "raise" (fail fast) or "skip" (count, report, go on)
@@ -149,15 +151,16 @@ def _encoder(model: Any, rows: Sequence[dict[str, Any]], caches: dict[str, Featu
 
 def _step(model: Any, rows: Sequence[dict[str, Any]], caches: dict[str, FeatureCache | None], cfg: AlignConfig,
           device: torch.device, live: Sequence[str], skipped: dict[tuple[str, str], None]) -> Callable[[Any], dict[str, Any]]:
-    """The engine's step: the loss of a batch (its positives mixed where its audio was), and each side's spread."""
+    """The engine's step: the loss of a batch (its positives mixed where its audio was), and each side's spread.
+    Under torchrun both sides are gathered over the ranks: the loss is the global batch's (global negatives)."""
     encode = _encoder(model, rows, caches, device, prompter(cfg))
     loss_fn, augs = LOSSES.get(cfg.loss), augmenters(cfg)
 
     def step(batch: dict[str, Any]) -> dict[str, Any]:
         skipped.update(dict.fromkeys(batch.get("skipped", [])))  # from batches, so worker processes' skips count too
-        pos = targets(batch, rows, cfg, device)
+        pos = targets(global_batch(batch), rows, cfg, device)
         batch, pos = mix(batch, augs, live, cfg.modalities[0], pos)
-        a, b = (encode(m, col, batch) for m, col in zip(cfg.modalities, cfg.columns))
+        a, b = (distributed.gather(encode(m, col, batch)) for m, col in zip(cfg.modalities, cfg.columns))
         out: dict[str, Any] = {"loss": loss_fn(a, b, model.logit_scale, model.logit_bias, labels=pos)}
         if cfg.diagnostics:
             for m, x in zip(cfg.modalities, (a, b)):
@@ -271,7 +274,7 @@ def align(
             _precise_bn(model, plain, list(live), cfg, device)
         final = probe() if cfg.diagnostics else {}  # the trained model in evaluation mode, as zero-shot will see it
         check({"epoch": len(history.epochs), **final}, "eval_")
-    if out is not None:
+    if out is not None and distributed.is_main():
         model.save_pretrained(Path(out) / "model")
     cached = {m: c.computed for m, c in caches.items() if c is not None}
     unreadable = [s for c in caches.values() if c is not None for s in c.skipped.values()]

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xmodal.cli.common import (build_config, fit_overrides, given, held_out_rows, manifest_args, model_help,
-                               print_history, print_skipped, read_rows, start_run, training_args)
+from xmodal.cli.common import (build_config, fit_overrides, given, held_out_rows, load_model, manifest_args, model_help,
+                               only_main, print_history, print_skipped, read_rows, start_run, training_args)
 from xmodal.cli.listing import list_action, registry_option
 
 
@@ -41,7 +41,6 @@ def bind_args(p: argparse.ArgumentParser) -> None:
 
 
 def bind(args: argparse.Namespace) -> int:
-    from xmodal.api import load
     from xmodal.binding.train import BindConfig, check_config
     from xmodal.binding.train import bind as run_bind
 
@@ -60,7 +59,9 @@ def bind(args: argparse.Namespace) -> int:
     train, root = read_rows(args.train, "train")
     val = held_out_rows(args, "val")
     start_run(args, "bind", cfg, {"train": (train, root), "val": (val, root)}, cfg.align.seed, model=args.model)
-    result = run_bind(load(args.model), train, cfg, val_rows=val, root=root, out=args.out)
+    result = run_bind(load_model(args.model), train, cfg, val_rows=val, root=root, out=args.out)
+    if not only_main():
+        return 0
     print_history(result.history)
     print_skipped(result.skipped)
     if result.spread:
@@ -108,6 +109,8 @@ def fuse(args: argparse.Namespace) -> int:
         check_rows(rows, source, [cfg.label_column])  # modality columns may be empty: a row without that input
     start_run(args, "fuse", cfg, {"train": (train, root), "test": (test, troot)}, cfg.seed)
     result = run_fuse(train, cfg, root=root, out=args.out)
+    if not only_main():
+        return 0
     print_history(result.history)
     print_skipped(result.skipped)
     ev = evaluate_fusion(result.model, test, cfg.columns, cfg.label_column, root=troot, noise_levels=levels,

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from xmodal.cli.common import (build_config, column, config_args, fit_overrides, given, held_out_rows, manifest_args,
-                               model_help, no_progress_arg, out_arg, print_history, print_skipped, read_rows,
-                               start_run, training_args, without_empty)
+                               load_model, model_help, no_progress_arg, only_main, out_arg, print_history,
+                               print_skipped, read_rows, start_run, training_args, without_empty)
 from xmodal.cli.listing import list_action, registry_option
 
 
@@ -85,7 +85,6 @@ def check_align_rows(rows: list[dict[str, Any]], source: str, cfg: Any) -> None:
 
 
 def align(args: argparse.Namespace) -> int:
-    from xmodal.api import load
     from xmodal.alignment.train import AlignConfig
     from xmodal.alignment.train import align as run_align
 
@@ -101,7 +100,9 @@ def align(args: argparse.Namespace) -> int:
     if val == train:
         val = None
     start_run(args, "align", cfg, {"train": (train, root), "val": (val, root)}, cfg.seed, model=args.model)
-    result = run_align(load(args.model), train, cfg, val_rows=val, root=root, out=args.out)
+    result = run_align(load_model(args.model), train, cfg, val_rows=val, root=root, out=args.out)
+    if not only_main():
+        return 0
     print_history(result.history)
     print_skipped(result.skipped)
     print(f"model saved to {Path(args.out) / 'model'}")

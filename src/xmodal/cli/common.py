@@ -65,15 +65,33 @@ def start_run(args: argparse.Namespace, command: str, cfg: Any, data: dict[str, 
               model: str | None = None) -> None:
     """Check the run folder ``--out`` against this run's config, ``model`` and ``data`` (name -> (rows,
     root)), refusing another run's folder unless ``--overwrite``, record the run in it, then seed every
-    RNG with ``seed`` (before any model is built, so that a new model's weights are reproducible)."""
+    RNG with ``seed`` (before any model is built, so that a new model's weights are reproducible). Under
+    torchrun rank 0 opens the folder while the other ranks wait, and every rank gets its answer."""
+    from xmodal.engine import distributed
     from xmodal.engine.checkpoint import seed_everything
     from xmodal.engine.runs import fingerprint, folder_fingerprint, open_run
 
     prints = {name: fingerprint(rows, root) for name, (rows, root) in data.items()}
     if model is not None:
         prints["model"] = folder_fingerprint(model)
-    open_run(args.out, command, {"model": model, **to_dict(cfg)}, prints, args.overwrite)
+    distributed.main_first(lambda: open_run(args.out, command, {"model": model, **to_dict(cfg)}, prints, args.overwrite))
     seed_everything(seed)
+
+
+def load_model(name: str) -> Any:
+    """``xmodal.load(name)``, under torchrun on this rank's device (its GPU with NCCL)."""
+    from xmodal.api import load
+    from xmodal.engine import distributed
+
+    model = load(name)
+    return model.to(distributed.device()) if distributed.active() else model
+
+
+def only_main() -> bool:
+    """Whether this process reports and writes the results (rank 0; always without torchrun)."""
+    from xmodal.engine import distributed
+
+    return distributed.is_main()
 
 
 def model_help(what: str = "model") -> str:

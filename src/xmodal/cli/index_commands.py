@@ -1,9 +1,16 @@
-"""``xmodal index`` / ``xmodal search`` / ``xmodal serve``: thin commands over :class:`xmodal.Index`."""
+"""``xmodal index`` / ``xmodal search`` / ``xmodal serve``: thin commands over :class:`xmodal.Index`.
+
+Under torchrun (``torchrun --nproc-per-node N -m xmodal index PATH... --model M --out IX``) rank r builds
+shard ``r/N`` into its own index folder beside ``--out`` (``.IX.rank<r>-of-<N>``, kept: the next run only
+embeds what changed), and rank 0 merges the N shards into a fresh ``--out`` (the shards are the state;
+the merged index is rebuilt from them each run, so a file deleted from the sources leaves it too).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -53,12 +60,64 @@ def index(args: argparse.Namespace) -> int:
                             **given(args, "shard", "workers", "batch_size", "precision")}
     cfg = build_config(BuildConfig, args, base)
     model = args.model
+    if _ranks() > 1 and not args.shard:
+        return _index_ranks(args, cfg)
     if model is None and not (Path(args.out) / "index.sqlite").is_file():
         raise ConfigError("--model is required for a new index")
     idx = Index.build(args.paths, model=model, out=args.out, config=cfg)
+    _report(args.out, idx)
+    idx.close()  # (the store's write-ahead log goes into index.sqlite: the folder is complete on its own)
+    return 0
+
+
+def _ranks() -> int:
+    from xmodal.engine import distributed
+
+    return distributed.world()
+
+
+def _index_ranks(args: argparse.Namespace, cfg: Any) -> int:
+    """Under torchrun: this rank's shard into its own folder, then rank 0 merges them into ``--out``."""
+    import dataclasses
+
+    from xmodal.engine import distributed
+    from xmodal.index import Index
+
+    out, rank, n = Path(args.out), distributed.rank(), distributed.world()
+    shards = [out.parent / f".{out.name}.rank{r}-of-{n}" for r in range(n)]
+    if args.model is None and not (shards[rank] / "index.sqlite").is_file():
+        raise ConfigError(f"--model is required for a new index (no shard {shards[rank]} to update)")
+    idx = Index.build(args.paths, model=args.model, out=shards[rank],
+                      config=dataclasses.replace(cfg, shard=f"{rank}/{n}", progress=cfg.progress and rank == 0))
+    idx.close()
+    distributed.barrier()
+    distributed.main_first(lambda: _merge_shards(shards, out, args.model))  # rank 0 merges, the others wait
+    return 0
+
+
+def _merge_shards(shards: list[Path], out: Path, model: str | None) -> None:
+    """Merge the shard indexes into a fresh index that replaces ``out`` (an index folder, or none yet)."""
+    import shutil
+
+    from xmodal.index import Index
+
+    if out.exists() and any(out.iterdir()) and not (out / "index.sqlite").is_file():
+        raise ConfigError(f"--out {out}: a folder that is not an xmodal index; choose another --out")
+    fresh = out.parent / f".{out.name}.merged"
+    shutil.rmtree(fresh, ignore_errors=True)
+    Index.merged(shards, fresh, model=model).close()
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(fresh, out)
+    merged = Index.load(out, model=model)
+    print(f"{out}: {len(merged)} files merged from {len(shards)} shards ({', '.join(str(s) for s in shards)})")
+    merged.close()
+
+
+def _report(out: str, idx: Any) -> None:
+    """What a build did: counts, rate, each modality's search parameters, the skipped files."""
     r = idx.last_report
     rate = r.embedded / r.seconds if r.seconds else 0.0
-    print(f"{args.out}: {len(idx)} files; embedded {r.embedded} ({rate:.1f} files/s), unchanged {r.unchanged}, "
+    print(f"{out}: {len(idx)} files; embedded {r.embedded} ({rate:.1f} files/s), unchanged {r.unchanged}, "
           f"touched {r.touched}, deleted {r.deleted}, skipped {len(r.skipped)} in {r.seconds:.1f}s")
     for m, params in idx.stats()["modalities"].items():
         print(f"  {m}: {params}")
@@ -66,8 +125,6 @@ def index(args: argparse.Namespace) -> int:
         print(f"  skipped {path}: {problem}")
     if len(r.skipped) > MAX_LISTED:
         print(f"  ... and {len(r.skipped) - MAX_LISTED} more skipped")
-    idx.close()  # (the store's write-ahead log goes into index.sqlite: the folder is complete on its own)
-    return 0
 
 
 # ---------------------------------------------------------------- search

@@ -2,6 +2,8 @@
 
 Each subcommand parses its flags, calls one library function, and prints what it did. Errors that
 a user can act on (bad files, bad configs, bad checkpoints) are printed as one line, exit status 2.
+Under torchrun (``torchrun --nproc-per-node N -m xmodal align ...``) every process joins one process
+group (``engine/distributed.py``); only rank 0 prints, shows progress and writes files.
 """
 
 from __future__ import annotations
@@ -37,10 +39,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _join_ranks() -> None:
+    """Under torchrun: join the process group; the ranks but 0 print nothing to stdout and show no bars."""
+    from xmodal.engine import distributed
+
+    if distributed.setup() and not distributed.is_main():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+        os.environ["XMODAL_PROGRESS"] = "0"
+
+
 def main(argv: list[str] | None = None) -> int:
+    from xmodal.engine import distributed
     from xmodal.engine.progress import quiet_library_bars
     from xmodal.errors import XmodalError
 
+    _join_ranks()
     quiet_library_bars()  # before transformers is imported
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), "")
@@ -52,11 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         check_out(args)  # before any work: an --out that names a file would fail at the very end
         return int(args.run(args) or 0)
     except XmodalError as exc:
-        print(f"xmodal {command}: error: {exc}", file=sys.stderr)
+        where = "" if distributed.is_main() else f" (rank {distributed.rank()})"
+        print(f"xmodal {command}{where}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"xmodal {command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        distributed.teardown()
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xmodal.cli.common import (build_config, config_args, fit_overrides, given, model_help, no_progress_arg, out_arg,
-                               overwrite_arg, start_run, training_args, unique_rows)
+from xmodal.cli.common import (build_config, config_args, fit_overrides, given, load_model, model_help, no_progress_arg,
+                               only_main, out_arg, overwrite_arg, start_run, training_args, unique_rows)
 from xmodal.cli.listing import list_action, registry_option
 
 
@@ -65,7 +65,6 @@ def _splits(args: argparse.Namespace, label_column: str) -> tuple[dict[str, list
 
 
 def transfer(args: argparse.Namespace) -> int:
-    from xmodal.api import load
     from xmodal.config import apply_overrides
     from xmodal.eval.report import text_table
     from xmodal.strategies.train import TransferConfig, check
@@ -78,10 +77,12 @@ def transfer(args: argparse.Namespace) -> int:
     task = check(cfg)[0]  # unknown task, strategy or option: fail before reading any file
     splits, root = _splits(args, cfg.task_options.get("label_column", "label"))
     start_run(args, "transfer", cfg, {k: (v, root) for k, v in splits.items()}, cfg.seed, model=args.model)
-    model = load(args.model)
+    model = load_model(args.model)
     pointer = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
     res = run_transfer(model, splits["train"], cfg, splits["val"] or None, splits["test"] or None, root=root,
                        out=args.out, base=pointer)
+    if not only_main():
+        return 0
     m = res.metrics
     row = {k: m.get(k) for k in (*task.report, "trainable_params", "total_params", "train_seconds", "peak_memory_mb",
                                  "throughput_clips_per_s", "flops_per_clip")}

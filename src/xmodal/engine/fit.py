@@ -7,7 +7,8 @@ cosine decay, gradient accumulation and clipping, mixed precision (``engine/prec
 or fp16 with a loss scaler), early stopping on a monitored
 metric, a JSON-lines log, and atomic checkpoints of the complete training state (after every epoch and
 every ``checkpoint_every`` batches, see ``engine/resume.py``) from which a killed run resumes to the
-same weights as an uninterrupted one.
+same weights as an uninterrupted one. Under torchrun (``engine/distributed.py``) each rank trains on its
+slice of every global batch through DistributedDataParallel, and only rank 0 prints, logs and writes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from xmodal.engine import distributed
 from xmodal.engine.checkpoint import History
 from xmodal.engine.faults import kill_point
 from xmodal.engine.precision import resolve_precision
@@ -100,23 +102,26 @@ def fit(
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError("fit: the model has no trainable parameters")
+    loader = distributed.shard_loader(loader)  # this rank's slice of each global batch (the loader alone)
     optimizer, scheduler = _optimizer(named, len(loader), cfg)  # type: ignore[arg-type]
     run = Resumable(out, model, optimizer, scheduler, dict(generators or {}), cfg.verbose)
+    replica = distributed.Replica(model, step)
     history = run.resume(cfg.epochs).history or History()
     for epoch in range(run.state.epoch, cfg.epochs):
         if history.stopped_early:
             break
         if on_epoch_start:
             on_epoch_start(epoch)
-        record = _train_epoch(step, model, loader, optimizer, scheduler, cfg, epoch, run, history)
+        record = _train_epoch(replica, model, loader, optimizer, scheduler, cfg, epoch, run, history)
         history.train_seconds += record["train_seconds"]
         record.update(evaluate() if evaluate is not None else {})
         history.epochs.append(record)
-        if cfg.verbose:
+        if cfg.verbose and distributed.is_main():
             tqdm.write(_summary(record, cfg.epochs))
         if on_epoch_end:
             on_epoch_end(record)
-        history.stopped_early = _update_best(history, record, cfg) or 0 < 60 * cfg.max_minutes <= history.train_seconds
+        over_time = distributed.agree(0 < 60 * cfg.max_minutes <= history.train_seconds)  # rank 0's clock decides
+        history.stopped_early = _update_best(history, record, cfg) or over_time
         if cfg.restore_best and history.best is record:
             run.state.best_weights = {n: p.detach().clone() for n, p in named}
         run.end_epoch(epoch, record, history)
@@ -172,8 +177,8 @@ def freeze_eval(model: nn.Module) -> None:
             module.eval()
 
 
-def _train_epoch(step, model, loader, optimizer, scheduler, cfg: FitConfig, epoch: int, run: Resumable,
-                 history: History) -> dict[str, float]:
+def _train_epoch(replica: distributed.Replica, model, loader, optimizer, scheduler, cfg: FitConfig, epoch: int,
+                 run: Resumable, history: History) -> dict[str, float]:
     """One epoch (of which a resumed run skips the batches its checkpoint had trained); its record."""
     model.train()
     freeze_eval(model)
@@ -184,22 +189,22 @@ def _train_epoch(step, model, loader, optimizer, scheduler, cfg: FitConfig, epoc
     start = time.perf_counter() - partial.get("seconds", 0.0)
     run.start_epoch()
     extras: dict[str, list[float]] = {}  # the other scalars the step returns: [sum, batches that had it]
-    bar = progress_bar(loader, cfg.progress, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+    bar = progress_bar(loader, cfg.progress and distributed.is_main(), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       leave=False)
     batches = enumerate(bar)
     for _ in range(position):
         next(batches)
     run.resumed()
     optimizer.zero_grad(set_to_none=True)
     for i, batch in batches:
-        if batch is None:  # every sample of the batch was skipped as unreadable
+        if distributed.any_rank(batch is None):  # every sample of the batch (of a rank's slice) was unreadable
             continue
-        with precision.autocast():
-            out = step(batch)
-        scaler.scale(out["loss"] / cfg.grad_accum).backward()
-        total += float(out["loss"].detach())
+        stepping = (i + 1) % cfg.grad_accum == 0 or i + 1 == len(loader)
+        out = _forward_backward(replica, batch, precision, scaler, cfg, stepping)
+        total += distributed.average(float(out["loss"].detach()))  # the ranks' mean: the global batch's loss
         count += 1
         _add_scalars(extras, out)
-        if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(loader):
+        if stepping:
             _optimizer_step(optimizer, scheduler, cfg, scaler)
             kill_point("step")
             if cfg.checkpoint_every > 0 and (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(loader):
@@ -208,6 +213,17 @@ def _train_epoch(step, model, loader, optimizer, scheduler, cfg: FitConfig, epoc
         bar.set_postfix(loss=f"{total / count:.4f}")
     return {"epoch": epoch + 1, "loss": total / max(1, count), **{k: s / n for k, (s, n) in extras.items()},
             "lr": scheduler.get_last_lr()[0], "train_seconds": time.perf_counter() - start}
+
+
+def _forward_backward(replica: distributed.Replica, batch: Any, precision: Any, scaler: torch.amp.GradScaler,
+                      cfg: FitConfig, stepping: bool) -> dict[str, Any]:
+    """The step's output on ``batch`` after its (accumulated) backward; under torchrun the gradients are
+    averaged over the ranks at the backward of the batch an optimizer step follows (``stepping``)."""
+    with replica.accumulating(not stepping):
+        with precision.autocast():
+            out = replica.step(batch)
+        scaler.scale(out["loss"] / cfg.grad_accum).backward()
+    return out
 
 
 def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, cfg: FitConfig,

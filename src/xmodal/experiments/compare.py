@@ -32,6 +32,7 @@ from xmodal.config import apply_overrides, from_dict, to_dict
 from xmodal.experiments.compare_report import breakdown_keys, multi_section, write_compare_report
 from xmodal.experiments.world import WorldConfig
 from xmodal.experiments.world_render import COLOURS, SHAPES
+from xmodal.engine import distributed
 from xmodal.engine.checkpoint import seed_everything
 from xmodal.engine.fit import FitConfig
 from xmodal.engine.runs import fingerprint, folder_fingerprint, open_run
@@ -167,7 +168,8 @@ def world_rows(cfg: CompareConfig, say: Callable[[str], None]) -> tuple[list[dic
                           f"give --data (it has {sorted(WORLD_DATA)})")
     manifest, options, fit = WORLD_DATA[cfg.transfer.task]
     say(f"world: generating / reusing {Path(cfg.out) / 'world'}")
-    root = generate_world(Path(cfg.out) / "world", cfg.world, progress=cfg.progress)
+    # under torchrun: rank 0 writes the world, the other ranks read it
+    root = distributed.main_first(lambda: generate_world(Path(cfg.out) / "world", cfg.world, progress=cfg.progress))
     transfer_cfg = dataclasses.replace(cfg.transfer, task_options={**options, **cfg.transfer.task_options},
                                        fit=dataclasses.replace(cfg.transfer.fit, **fit))
     return read_manifest(world_paths(root)[manifest]), root, dataclasses.replace(cfg, transfer=transfer_cfg)
@@ -182,14 +184,16 @@ def align_base(cfg: CompareConfig, root: Path, say: Callable[[str], None]) -> st
 
     out = Path(cfg.out) / "base"
     images = read_manifest(world_paths(root)["images"])
-    same = open_run(out, "align", {"base": to_dict(cfg.base), "align": to_dict(cfg.align)},
-                    {"images": fingerprint(images, root)}, cfg.overwrite)
-    if not same or not (out / "model" / "xmodal.json").is_file():
+    same = distributed.main_first(lambda: open_run(out, "align", {"base": to_dict(cfg.base), "align": to_dict(cfg.align)},
+                                                   {"images": fingerprint(images, root)}, cfg.overwrite))
+    if distributed.agree(not same or not (out / "model" / "xmodal.json").is_file()):
         say("base: aligning a LiT model (locked MiniLM + ViT from scratch) on the world's images")
         seed_everything(cfg.align.seed)  # before the model is built: the same base every time
         t0 = time.perf_counter()
-        res = align(load("lit", **to_dict(cfg.base)), [r for r in images if r["split"] == "train"], cfg.align,
+        model = load("lit", **to_dict(cfg.base)).to(distributed.device())
+        res = align(model, [r for r in images if r["split"] == "train"], cfg.align,
                     val_rows=[r for r in images if r["split"] == "val"], root=root, out=out)
+        distributed.barrier()  # rank 0 has saved the base
         last = res.history.epochs[-1] if res.history.epochs else {}
         shown = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k.startswith("val_"))
         say(f"base: aligned in {time.perf_counter() - t0:.0f}s; last epoch {shown or 'no validation'}")
@@ -235,11 +239,13 @@ def run_one(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root:
     rows = [r for part in splits.values() for r in part]  # the built-in world is named by its config in ``key``
     done = run / "metrics.json"
     data = {"rows": fingerprint(rows, root) if cfg.data else "", "model": folder_fingerprint(base)}
-    if open_run(run, "transfer", key, data, cfg.overwrite) and done.is_file():
+    same = distributed.main_first(lambda: open_run(run, "transfer", key, data, cfg.overwrite))
+    if distributed.agree(same and done.is_file()):
         say(f"{label}: cached in {run}")
         return {"seed": seed, **json.loads(done.read_text())}
     t0 = time.perf_counter()
-    res = transfer(load(base), splits["train"], tcfg, splits["val"] or None, splits["test"] or None, root=root, out=run,
+    res = transfer(load(base).to(distributed.device()), splits["train"], tcfg, splits["val"] or None,
+                   splits["test"] or None, root=root, out=run,
                    base=base, decoded=decoded)
     paper = STRATEGIES.get(name).paper
     if overrides:
@@ -247,7 +253,8 @@ def run_one(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root:
     metrics = {"label": label, "paper": paper, "options": options, "seed": seed, **res.metrics,
                "wall_seconds": time.perf_counter() - t0, "run_key": key}
     metrics.pop("confusion", None)
-    done.write_text(json.dumps(metrics, indent=2, default=float))
+    if distributed.is_main():
+        done.write_text(json.dumps(metrics, indent=2, default=float))
     head = TASKS.get(cfg.transfer.task).report[0]
     say(f"{label}{'' if k == 0 else f' (seed {seed})'}: {head} {metrics.get(head, float('nan')):.3f}, {metrics['trainable_params']:,} trainable, "
         f"{metrics['train_seconds']:.1f}s")
@@ -314,5 +321,7 @@ def compare(cfg: CompareConfig | None = None, say: Callable[[str], None] = print
             column = multi_config(cfg).task_column
             singles[results[-1]["label"]] = run_alone(spec, base, splits, root, alone, column, say, decoded_alone)
     extra = [multi_section(results, singles, tasks)] if tasks else []
+    if not distributed.is_main():  # under torchrun: rank 0 writes the report
+        return {}
     return write_compare_report(cfg, TASKS.get(cfg.transfer.task), results, base,
                                 {k: len(v) for k, v in splits.items()}, time.perf_counter() - start, say, extra)

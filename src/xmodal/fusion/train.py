@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from xmodal.encoders.base import encoder_config
+from xmodal.engine import distributed
 from xmodal.engine.fit import FitConfig, History, fit
 from xmodal.errors import ConfigError, DataError
 from xmodal.fusion.base import FUSIONS, FusionParams, modality_dropout
@@ -37,7 +38,7 @@ class FuseConfig:
     params: FusionParams = field(default_factory=FusionParams)  # fusion widths, depth, heads, bottlenecks
     modality_dropout: float = 0.3  # training: drop each modality of a sample with this probability
     unimodal_loss: float = 1.0  # weight of auxiliary losses on each modality alone (0 = fused loss only)
-    batch_size: int = 64  # samples per batch
+    batch_size: int = 64  # samples per batch (under torchrun the global batch, split over the processes)
     on_error: str = "raise"  # unreadable file: "raise" or "skip" (count and go on)
     seed: int = 0  # seeds initialisation, shuffling and dropout
     fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=10, lr=2e-3, monitor="val_acc"))  # engine
@@ -91,6 +92,7 @@ def fuse(rows: Sequence[dict[str, Any]], cfg: FuseConfig | None = None, val_rows
     if len(classes) < 2:
         raise DataError("manifest", f"need at least 2 classes in column {cfg.label_column!r}, found {classes}")
     model = FusionClassifier(cfg.fusion, encoder_records(cfg.modalities, cfg.encoders), classes, cfg.params)
+    model.to(distributed.device())  # under torchrun with NCCL: this rank's GPU (else the CPU it is on)
     columns = dict(zip(cfg.modalities, cfg.columns))
     data, samples = load_samples(rows, model, columns, cfg.label_column, root, cfg.on_error)
     loader = make_loader(data, samples, cfg.batch_size, shuffle=True, seed=cfg.seed)
@@ -104,6 +106,7 @@ def fuse(rows: Sequence[dict[str, Any]], cfg: FuseConfig | None = None, val_rows
         out = {"loss": nn.functional.cross_entropy(logits, target)}
         if cfg.unimodal_loss > 0 and len(present) > 1:
             out["loss"] = out["loss"] + cfg.unimodal_loss * unimodal_loss(model, tokens, present, target)
+        out["loss"] = out["loss"] * distributed.rows_weight(len(target))  # under torchrun: this rank's share
         return out
 
     evaluate = None
@@ -114,6 +117,6 @@ def fuse(rows: Sequence[dict[str, Any]], cfg: FuseConfig | None = None, val_rows
     history = fit(step, model, loader, cfg.fit, evaluate=evaluate, out=out,
                   generators={"shuffle": loader.generator, "modality_dropout": gen})
     model.eval()
-    if out is not None:
+    if out is not None and distributed.is_main():
         model.save_pretrained(Path(out) / "model")
     return FuseResult(model=model, history=history, skipped=list(data.skipped))

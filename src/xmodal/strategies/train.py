@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from xmodal.config import from_dict
+from xmodal.engine import distributed
 from xmodal.engine.fit import FitConfig, History, fit
 from xmodal.errors import ConfigError
 from xmodal.strategies.base import STRATEGIES, VideoModel
@@ -48,7 +49,7 @@ class TransferConfig:
     strategy: str = "temporal_head"  # registered strategy name (see xmodal.strategies.STRATEGIES)
     options: dict[str, Any] = field(default_factory=dict)  # the strategy's config fields, e.g. {"rank": 8}
     path_column: str = "path"  # manifest column with the video files
-    batch_size: int = 32  # rows per batch
+    batch_size: int = 32  # rows per batch (under torchrun the global batch, split over the processes)
     lr: float = 0.0  # peak learning rate; 0 = the strategy's ``default_lr`` (LoRA), else fit.lr
     num_workers: int = 0  # DataLoader worker processes for decoding
     on_error: str = "raise"  # unreadable clip: "raise" or "skip" (counted, listed)
@@ -136,7 +137,8 @@ def evaluate(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor] | N
 
 
 def training_step(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor]):
-    """The engine's ``step(rows) -> {"loss": ...}``: the task's loss (+ the strategy's auxiliary loss) on rows of ``clips``."""
+    """The engine's ``step(rows) -> {"loss": ...}``: the task's loss (+ the strategy's auxiliary loss) on rows of
+    ``clips``; under torchrun weighed by this rank's share of the global batch (``distributed.rows_weight``)."""
     task = TASKS.get(vm.task)
 
     def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -146,7 +148,7 @@ def training_step(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor
         if vm.aux_loss is not None:
             aux = vm.aux_loss(vm, batch_in, seq)
             out = {**out, **{k: v for k, v in aux.items() if k != "loss"}, "loss": out["loss"] + aux["loss"]}
-        return out
+        return {**out, "loss": out["loss"] * distributed.rows_weight(len(idx))} if distributed.active() else out
 
     return step
 
@@ -260,7 +262,7 @@ def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConf
     train_clips, val_clips = load(train_rows, "train rows"), load(val_rows, "val rows")
     test_clips = load(test_rows, "test rows") or val_clips
     if out is not None and base is None:  # before the strategy injects into (or trains) the model
-        base = model.save_pretrained(out / "base").resolve()
+        base = distributed.main_first(lambda: model.save_pretrained(out / "base").resolve())
     vm = build(model, cfg, meta)
     counts = _counts(vm)
     with PeakMemory(next(vm.parameters()).device) as memory:
@@ -275,6 +277,6 @@ def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConf
         "seconds_per_epoch": history.train_seconds / epochs, "peak_memory_mb": memory.peak_mb,
         "flops_per_clip": flops_per_clip(vm, train_clips.pixels[0].to(next(vm.parameters()).device)),
         "skipped": [{"file": f, "problem": p} for f, p in train_clips.skipped]}
-    if out is not None:
+    if out is not None and distributed.is_main():
         save_transfer(vm, out / "model", base, metrics)
     return TransferResult(vm, metrics, history)

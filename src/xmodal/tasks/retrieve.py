@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from xmodal.engine import distributed
 from xmodal.engine.losses import clip_loss
 from xmodal.eval.metrics import retrieval_metrics
 from xmodal.tasks.base import TASKS, column
@@ -127,7 +128,9 @@ class RetrieveTask:
 
     def loss(self, model: Any, seq: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         video, text = model.head.video(seq), model.head.text(model.encode_texts(batch["captions"]))
-        return {"loss": clip_loss(video, text, model.head.logit_scale, labels=batch["groups"])}
+        # under torchrun: the global batch's pairs (global negatives; see engine/distributed.py)
+        video, text, groups = (distributed.gather(x) for x in (video, text, batch["groups"]))
+        return {"loss": clip_loss(video, text, model.head.logit_scale, labels=groups)}
 
     def predict(self, model: Any, seq: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         return model.head.video(seq)
