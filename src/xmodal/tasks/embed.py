@@ -56,7 +56,8 @@ def embed(
 
     ``on_error="raise"`` stops at the first bad file with a DataError naming it; ``"skip"`` counts and
     lists bad files in ``Embedded.skipped`` and goes on. ``precision`` (auto|fp32|bf16|fp16, see
-    ``engine/precision.py``) is the autocast of the forward passes; the vectors come back fp32.
+    ``engine/precision.py``) is the autocast of the forward passes (below fp32, the linear and convolution
+    weights are cast once for the whole loop, not at every batch); the vectors come back fp32.
     ``num_workers`` processes decode files ahead of the model, ``prefetch`` batches each."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error {on_error!r} is not 'raise' or 'skip'")
@@ -68,7 +69,7 @@ def embed(
     prec = resolve_precision(precision, device)
     vectors, kept, skipped = [], [], []
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), prec.inference_weights(model):
         for chunk in progress_bar(loader, progress, desc=f"embedding {modality}", leave=False):
             good = []
             for i, sample, error in chunk:
