@@ -67,7 +67,8 @@ class Precision:
         ``model``'s linear and convolution layers are held in :attr:`dtype` for the duration, and the
         original fp32 tensors are put back afterwards (nothing is rounded for good). Inside
         :meth:`autocast` the results are those of autocast alone, which casts exactly these tensors to
-        :attr:`dtype` at every forward; this casts them once. Costs half the model's fp32 size while on."""
+        :attr:`dtype` at every forward; this casts them once. Costs half the model's fp32 size while on. Not
+        for a model that another thread runs at the same time (it would see bf16 weights)."""
         saved: list[tuple[nn.Parameter, torch.Tensor]] = []
         if self.name != "fp32" and not torch.is_grad_enabled():
             for module in model.modules():
