@@ -19,6 +19,7 @@ resolves to fp32 there and the bf16 cosine is measured on ``--cosine-images`` im
 from __future__ import annotations
 
 import argparse
+import os
 import string
 import tempfile
 import time
@@ -163,6 +164,7 @@ def main() -> None:
 
 
 def report(tmp: Path, args) -> None:
+    load_before = os.getloadavg()[0]
     folder = build_clip_folder(tmp / "clip-vit-b-32")
     (tmp / "images").mkdir()
     paths = write_images(tmp / "images", args.images)
@@ -184,6 +186,10 @@ def report(tmp: Path, args) -> None:
           f"threads {args.threads}, xmodal workers {args.workers}, batch {args.batch_size}, {n} images (JPEG+PNG)")
     print(f"matmul peaks: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s "
           f"(bf16/fp32 {peaks['bf16'] / peaks['fp32']:.2f}x); image tower {flops / 1e9:.2f} GFLOP/image")
+    loads = (load_before, os.getloadavg()[0])
+    busy = max(loads) > args.threads + 1.0
+    print(f"load average (1 min) before / after: {loads[0]:.1f} / {loads[1]:.1f} on {os.cpu_count()} CPUs"
+          + ("  (above the threads in use: other work shared the cores; absolute figures low, ratios noisy)" if busy else ""))
     print(text_table(rows_of(runs, flops, peaks)))
     print(f"auto / plain: {t_plain / t_auto:.2f}x   (issue target >= 2.5x); xmodal fp32 / plain: {t_plain / t_fp32:.2f}x"
           + ("  (auto resolved to fp32 here: auto and fp32 are the same computation, their gap is noise)"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import sys
 import tempfile
@@ -100,6 +101,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="torch compute threads")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     ctx = mp.get_context("spawn")
     rows = []
@@ -117,6 +119,10 @@ def main() -> None:
         row["% of peak"] = round(100 * row["GFLOP/s"] / peaks[row.pop("resolved")], 1)
     print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, threads {args.threads}, batch {args.batch_size}, "
           f"{args.steps - 1} timed steps; matmul peaks fp32 {peaks['fp32']:.1f}, bf16 {peaks['bf16']:.1f} GFLOP/s")
+    loads = (load_before, os.getloadavg()[0])
+    busy = max(loads) > args.threads + 1.0
+    print(f"load average (1 min) before / after: {loads[0]:.1f} / {loads[1]:.1f} on {os.cpu_count()} CPUs"
+          + ("  (above the threads in use: other work shared the cores; absolute figures low, ratios noisy)" if busy else ""))
     print(text_table(rows))
     for mode in ("lora", "full"):
         fp32, auto = (r for r in rows if r["mode"] == mode)

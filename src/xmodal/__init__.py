@@ -8,12 +8,19 @@ Public API (imported lazily so that ``import xmodal`` stays cheap)::
     root = xmodal.generate_world("world")
     xmodal.export("runs/lora/model", to="peft", out="lora-peft")  # or "transformers", "onnx"
     xmodal.list_strategies("*probe*")             # registered names: list_models, list_encoders, ...
+
+Importing the package sets glibc's malloc thresholds for tensor-sized buffers (``xmodal/allocator.py``;
+``XMODAL_MALLOC=system`` keeps glibc's defaults).
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
+
+from xmodal.allocator import tune_allocator
+
+tune_allocator()
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,8 @@ imports included), and ``docs/architecture.md`` draws it.
 from __future__ import annotations
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "registry", "config", "layers"),  # errors a user acts on, registries, config dataclasses
+    ("errors", "registry", "config", "layers", "allocator"),  # errors a user acts on, registries, config
+    # dataclasses, glibc malloc settings
     ("engine", "eval"),  # the one fit loop, checkpoints, feature cache, losses · metrics, efficiency, plots, reports
     ("modalities",),  # decode + sample + preprocess: image, video, audio, text, series
     ("data",),  # manifests, folders of class folders, the media Dataset

@@ -27,7 +27,7 @@ def test_align_then_zeroshot_from_the_command_line(tiny_text_dir, colour_manifes
                "--batch-size", "6", *model_args, "--model", _tiny_lit_dir(tiny_text_dir, tmp_path)])
     assert rc == 0 and (run / "model" / "xmodal.json").is_file()
     rc = main(["zeroshot", "--model", str(run / "model"), "--data", str(colour_manifest), "--split", "val",
-               "--template", "a {} square", "--out", str(tmp_path / "zs")])
+               "--template", "a {} square", "--out", str(tmp_path / "zs"), "--precision", "bf16"])
     assert rc == 0
     res = json.loads((tmp_path / "zs" / "results.json").read_text())
     assert res["n"] == 6 and 0.0 <= res["top1"] <= 1.0

@@ -109,3 +109,11 @@ def test_other_scalars_of_the_step_are_averaged_into_the_record(tmp_path):
     assert first["half"] == pytest.approx(first["loss"] / 2) and first["const"] == 3.0 and "vector" not in first
     assert [r["epoch"] for r in seen] == [1, 2]
     assert "half" in json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
+
+
+def test_the_optimizer_is_fused_adamw_for_cpu_float_parameters():
+    from xmodal.engine.fit import _optimizer
+
+    named = list(nn.Linear(3, 2).named_parameters())
+    optimizer, _ = _optimizer(named, batches=4, cfg=FitConfig(epochs=1))
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"] is True

@@ -103,3 +103,37 @@ def test_fit_rejects_a_bad_precision():
     with pytest.raises(ConfigError, match="precision"):
         fit(lambda b: {"loss": nn.functional.mse_loss(model(b[0]), b[1])}, model, loader,
             FitConfig(epochs=1, progress=False, verbose=False, precision="fp8"))
+
+
+def test_inference_weights_give_autocast_results_and_put_fp32_back(tiny_lit, colour_manifest):
+    """bf16 inference casts linear/conv weights once instead of at every forward: the same embeddings as
+    autocast alone, fp32 out, and afterwards the very same fp32 weight tensors as before."""
+    batch = {"pixel_values": torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))}
+    prec = P.Precision("bf16", "cpu")
+    before = {name: (p.data_ptr(), p.data.clone()) for name, p in tiny_lit.named_parameters()}
+    tiny_lit.eval()
+    with torch.no_grad(), prec.autocast():
+        plain = tiny_lit.encode("image", batch).float()
+        with prec.inference_weights(tiny_lit):
+            cast = [p for p in tiny_lit.parameters() if p.dtype == torch.bfloat16]
+            once = tiny_lit.encode("image", batch).float()
+    assert cast, "no weight was held in bf16"
+    assert torch.allclose(once, plain, atol=1e-6)
+    for name, p in tiny_lit.named_parameters():
+        assert p.data_ptr() == before[name][0] and torch.equal(p.data, before[name][1]), name
+    paths = [r["path"] for r in csv.DictReader(colour_manifest.open())]
+    fp32 = embed(tiny_lit, "image", paths, root=colour_manifest.parent, precision="fp32", progress=False).vectors
+    bf16 = embed(tiny_lit, "image", paths, root=colour_manifest.parent, precision="bf16", progress=False).vectors
+    assert bf16.dtype == torch.float32 and (fp32 * bf16).sum(-1).min() >= 0.999
+    assert all(p.dtype == torch.float32 for p in tiny_lit.parameters())
+
+
+def test_inference_weights_leave_training_and_fp32_alone():
+    model = nn.Linear(4, 2)
+    with P.Precision("bf16", "cpu").inference_weights(model):  # gradients on: a training step, untouched
+        assert model.weight.dtype == torch.float32
+    with torch.no_grad(), P.Precision("fp32", "cpu").inference_weights(model):
+        assert model.weight.dtype == torch.float32
+    with torch.no_grad(), P.Precision("bf16", "cpu").inference_weights(model):
+        assert model.weight.dtype == torch.bfloat16 and model.bias.dtype == torch.bfloat16
+    assert model.weight.dtype == torch.float32

@@ -24,6 +24,20 @@ def test_solid_colour_normalisation(tmp_path) -> None:
     assert torch.allclose(x, expected.view(3, 1, 1).expand_as(x), atol=1e-5)
 
 
+@pytest.mark.parametrize("spec", [ImageSpec(size=24), ImageSpec(size=17, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))])
+def test_table_normalisation_equals_per_pixel_arithmetic(spec: ImageSpec) -> None:
+    """The look-up table gives exactly the float32 values of (pixels / 255 - mean) / std computed per pixel."""
+    from xmodal.modalities.image import resize_crop
+
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 31, 3), dtype=np.uint8))
+    crop = resize_crop(img, spec.size, spec.resample)
+    x = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    mean, std = torch.tensor(spec.mean).view(3, 1, 1), torch.tensor(spec.std).view(3, 1, 1)
+    out = preprocess_image(img, spec)
+    assert out.is_contiguous() and out.dtype == torch.float32
+    assert torch.equal(out, (x - mean) / std)
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "L", "P", "LA", "I;16", "CMYK"])
 def test_modes_become_rgb(tmp_path, mode: str) -> None:
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)).convert(mode)

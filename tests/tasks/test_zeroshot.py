@@ -44,3 +44,19 @@ def test_corrupt_file_raises_or_is_counted(tiny_lit, colour_manifest, tmp_path):
         zeroshot(tiny_lit, items, ["red", "red"], ["red", "blue"], progress=False)
     res = zeroshot(tiny_lit, items, ["red", "red"], ["red", "blue"], on_error="skip", progress=False)
     assert len(res.targets) == 1 and len(res.skipped) == 1 and "broken.png" in res.skipped[0][0]
+
+
+def test_zeroshot_at_bf16_keeps_the_fp32_classifier_and_predictions_close(tiny_lit, colour_manifest):
+    """``precision`` reaches both sides: bf16 class prompts stay within cosine 0.999 of fp32, the
+    classifier comes back fp32 and the scored items are the same."""
+    names = ["red", "green", "blue"]
+    c32 = build_zero_shot_classifier(tiny_lit, names, ("a {} square",))
+    c16 = build_zero_shot_classifier(tiny_lit, names, ("a {} square",), precision="bf16")
+    assert c16.dtype == torch.float32 and not torch.equal(c16, c32)
+    assert (c16 * c32).sum(-1).min() >= 0.999
+    rows = read_manifest(colour_manifest)
+    args = ([r["path"] for r in rows], [r["label"] for r in rows], names, ("a {} square",))
+    r32 = zeroshot(tiny_lit, *args, root=colour_manifest.parent, progress=False)
+    r16 = zeroshot(tiny_lit, *args, root=colour_manifest.parent, progress=False, precision="bf16")
+    assert len(r16.targets) == len(r32.targets) == len(rows)
+    assert abs(r16.top1 - r32.top1) <= 2 / len(rows)  # a tiny random model: at most a borderline item or two flips

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from xmodal.cli.common import (build_config, column, config_args, fit_overrides, given, held_out_rows, manifest_args,
-                               load_model, model_help, no_progress_arg, only_main, out_arg, print_history,
-                               print_skipped, read_rows, start_run, training_args, without_empty)
+                               load_model, model_help, no_progress_arg, only_main, out_arg, precision_arg,
+                               print_history, print_skipped, read_rows, start_run, training_args, without_empty)
 from xmodal.cli.listing import list_action, registry_option
 
 
@@ -122,6 +122,7 @@ def zeroshot_args(p: argparse.ArgumentParser) -> None:
     registry_option(p, "--modality", "modalities", "modality of the items (default image)", default="image")
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise")
     p.add_argument("--out", help="folder for results.json and confusion.png")
+    precision_arg(p)
 
 
 def _prompts_help() -> str:
@@ -160,7 +161,7 @@ def zeroshot(args: argparse.Namespace) -> int:
     model = load(args.model)
     templates = tuple(args.template) if args.template else args.prompts  # None: the modality's own prompts
     res = run_zeroshot(model, items, labels, classes, templates, modality=args.modality, root=root,
-                       on_error=args.on_error)
+                       on_error=args.on_error, precision=args.precision or "fp32")
     print(text_table([{"items": len(res.targets), "classes": len(res.classnames), "top1": round(res.top1, 4),
                        "top5": round(res.top5, 4), "mean class acc": round(res.mean_class_accuracy, 4),
                        "skipped": len(empty) + len(res.skipped)}]))

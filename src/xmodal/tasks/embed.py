@@ -12,6 +12,7 @@ from xmodal.engine.progress import progress as progress_bar
 
 from xmodal.engine.cache import to_device
 from xmodal.engine.precision import resolve_precision
+from xmodal.engine.prefetch import prefetched
 from xmodal.errors import DataError
 from xmodal.modalities import MODALITIES
 
@@ -56,20 +57,23 @@ def embed(
 
     ``on_error="raise"`` stops at the first bad file with a DataError naming it; ``"skip"`` counts and
     lists bad files in ``Embedded.skipped`` and goes on. ``precision`` (auto|fp32|bf16|fp16, see
-    ``engine/precision.py``) is the autocast of the forward passes; the vectors come back fp32.
-    ``num_workers`` processes decode files ahead of the model, ``prefetch`` batches each."""
+    ``engine/precision.py``) is the autocast of the forward passes (below fp32, the linear and convolution
+    weights are cast once for the whole loop, not at every batch); the vectors come back fp32.
+    ``num_workers`` processes decode files ahead of the model, ``prefetch`` batches each; with none, one
+    thread decodes ``prefetch`` batches ahead (``prefetch=0``: decode in line, between batches)."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error {on_error!r} is not 'raise' or 'skip'")
     spec = model.spec(modality)
     data = _Items(items, modality, spec, Path(root) if root is not None else None)
-    extra = {"prefetch_factor": prefetch, "persistent_workers": False} if num_workers > 0 else {}
+    extra = {"prefetch_factor": max(1, prefetch), "persistent_workers": False} if num_workers > 0 else {}
     loader = DataLoader(data, batch_size=batch_size, num_workers=num_workers, collate_fn=list, **extra)
     device = next(model.parameters()).device
     prec = resolve_precision(precision, device)
     vectors, kept, skipped = [], [], []
     model.eval()
-    with torch.no_grad():
-        for chunk in progress_bar(loader, progress, desc=f"embedding {modality}", leave=False):
+    with torch.no_grad(), prec.inference_weights(model):
+        batches = prefetched(loader, prefetch) if num_workers == 0 and prefetch > 0 else loader
+        for chunk in progress_bar(batches, progress, desc=f"embedding {modality}", leave=False, total=len(loader)):
             good = []
             for i, sample, error in chunk:
                 if error is None:

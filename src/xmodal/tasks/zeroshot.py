@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from xmodal.engine.cache import to_device
+from xmodal.engine.precision import resolve_precision
 from xmodal.errors import ConfigError, DataError
 from xmodal.eval.metrics import confusion_matrix, per_class_accuracy, topk_accuracy
 from xmodal.tasks.embed import embed
@@ -27,9 +28,11 @@ DEFAULT_TEMPLATES: tuple[str, ...] = PHOTO_TEMPLATES  # CLIP-style photo prompts
 
 @torch.no_grad()
 def build_zero_shot_classifier(
-    model: Any, classnames: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES, batch_size: int = 256
+    model: Any, classnames: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES, batch_size: int = 256,
+    precision: str = "fp32",
 ) -> torch.Tensor:
-    """``[C, D]`` class embeddings: the normalised mean of each name in every template."""
+    """``[C, D]`` class embeddings: the normalised mean of each name in every template, encoded at
+    ``precision`` (auto|fp32|bf16|fp16, ``engine/precision.py``; the result is fp32)."""
     if not classnames:
         raise ConfigError("zero-shot needs at least one class name")
     if not templates:
@@ -43,11 +46,13 @@ def build_zero_shot_classifier(
     from xmodal.modalities import MODALITIES
 
     text = MODALITIES.get("text")
+    prec = resolve_precision(precision, device)
     model.eval()
     out = []
-    for start in range(0, len(texts), batch_size):
-        batch = text.collate([text.load(s, spec) for s in texts[start : start + batch_size]], spec)
-        out.append(model.encode("text", to_device(batch, device)).float().cpu())
+    with torch.no_grad(), prec.inference_weights(model), prec.autocast():
+        for start in range(0, len(texts), batch_size):
+            batch = text.collate([text.load(s, spec) for s in texts[start : start + batch_size]], spec)
+            out.append(model.encode("text", to_device(batch, device)).float().cpu())
     emb = torch.cat(out).view(len(classnames), len(templates), -1).mean(1)
     return nn.functional.normalize(emb, dim=-1)
 
@@ -108,11 +113,13 @@ def zeroshot(
     batch_size: int = 64,
     progress: bool = True,
     classifier: torch.Tensor | None = None,
+    precision: str = "fp32",
 ) -> ZeroShotResult:
     """Zero-shot classify image or video files ``items`` whose true classes are ``labels``.
 
     ``classnames`` defaults to the sorted set of ``labels``; a label outside ``classnames`` is an
-    error naming the item. ``templates`` default to ``modality``'s prompt set (:func:`prompts_for`). Unreadable files raise, or with ``on_error="skip"`` are counted and listed."""
+    error naming the item. ``templates`` default to ``modality``'s prompt set (:func:`prompts_for`). Unreadable files raise, or with ``on_error="skip"`` are counted and listed.
+    ``precision`` (auto|fp32|bf16|fp16) is that of the forward passes, items and class prompts alike."""
     if len(items) != len(labels):
         raise ConfigError(f"{len(items)} items but {len(labels)} labels")
     for item, label in zip(items, labels):
@@ -124,8 +131,10 @@ def zeroshot(
         if label not in known:
             raise DataError(str(item), f"unknown class name {label!r}; classes are {classnames[:10]}{'...' if len(classnames) > 10 else ''}")
     if classifier is None:
-        classifier = build_zero_shot_classifier(model, classnames, prompts_for(modality) if templates is None else templates)
-    emb = embed(model, modality, list(items), root=root, batch_size=batch_size, on_error=on_error, progress=progress)
+        classifier = build_zero_shot_classifier(model, classnames, prompts_for(modality) if templates is None else templates,
+                                                precision=precision)
+    emb = embed(model, modality, list(items), root=root, batch_size=batch_size, on_error=on_error, progress=progress,
+                precision=precision)
     result = score(emb.vectors, classifier, [labels[i] for i in emb.kept], classnames)
     result.skipped = emb.skipped
     return result
