@@ -10,6 +10,7 @@ from typing import Any
 
 from xmodal.cli.common import build_config, config_args, given, no_progress_arg, precision_arg
 from xmodal.errors import ConfigError
+from xmodal.index.ann import APPROXIMATE, AnnConfig
 
 MAX_LISTED = 20  # skipped files printed one per line; the rest are counted
 
@@ -27,6 +28,9 @@ def index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prune", action="store_true",
                    help="drop the rows of a folder that is now empty or lost over half its files (else refused)")
     p.add_argument("--workers", type=int, help="parallel data-loading processes (default 0)")
+    p.add_argument("--kind", choices=list(APPROXIMATE),
+                   help=f"index past {AnnConfig().exact_max:,} files of a modality (default: the recorded one, else ivf): "
+                        + "; ".join(f"{k}: {v}" for k, v in APPROXIMATE.items()))
     p.add_argument("--batch-size", type=int, help="files per forward pass (default 32)")
     precision_arg(p)
     no_progress_arg(p)
@@ -55,7 +59,8 @@ def index(args: argparse.Namespace) -> int:
     model = args.model
     if model is None and not (Path(args.out) / "index.sqlite").is_file():
         raise ConfigError("--model is required for a new index")
-    idx = Index.build(args.paths, model=model, out=args.out, config=cfg)
+    ann_cfg = AnnConfig(kind=args.kind) if args.kind else None
+    idx = Index.build(args.paths, model=model, out=args.out, config=cfg, ann_cfg=ann_cfg)
     r = idx.last_report
     rate = r.embedded / r.seconds if r.seconds else 0.0
     print(f"{args.out}: {len(idx)} files; embedded {r.embedded} ({rate:.1f} files/s), unchanged {r.unchanged}, "
