@@ -28,15 +28,8 @@ from typing import Any
 import numpy as np
 
 from xmodal.errors import ConfigError
-
-
-def faiss() -> Any:
-    """The faiss module, or a ConfigError saying which extra to install."""
-    try:
-        import faiss as _faiss
-    except ImportError:
-        raise ConfigError('the vector index needs faiss: pip install -e ".[index]" (faiss-cpu)') from None
-    return _faiss
+from xmodal.index import pq
+from xmodal.index.backend import faiss, training_sample
 
 
 APPROXIMATE = {  # AnnConfig.kind -> what is built past exact_max (the CLI's --kind choices)
@@ -83,8 +76,6 @@ def build_ann(ids: np.ndarray, vecs: np.ndarray, cfg: AnnConfig) -> tuple[Any, d
     nlist = cfg.nlist or auto_nlist(n)
     params: dict[str, Any] = {"kind": cfg.kind, "metric": "inner_product", "count": n, "dim": d}
     if cfg.kind == "ivfpq":
-        from xmodal.index import pq
-
         shape = pq.pq_shape(n, d, cfg, nlist)
         nlist = shape["nlist"]
         index = pq.train_ivfpq(vecs, shape, cfg)
@@ -106,12 +97,6 @@ def build_ann(ids: np.ndarray, vecs: np.ndarray, cfg: AnnConfig) -> tuple[Any, d
 def set_nprobe(index: Any, nprobe: int) -> None:
     """Set the cells an IVF or IVF-PQ index visits per query."""
     faiss().extract_index_ivf(index).nprobe = nprobe
-
-
-def training_sample(n: int, train_size: int, seed: int = 0) -> np.ndarray:
-    """Sorted positions of the vectors the IVF k-means is trained on (the same in build and calibration)."""
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n, min(n, train_size), replace=False))
 
 
 def train_ivf(vecs: np.ndarray, nlist: int, train_size: int, seed: int = 0, iters: int = 10) -> Any:
@@ -155,8 +140,6 @@ def calibrate_nprobe(index: Any, ids: np.ndarray, vecs: np.ndarray, cfg: AnnConf
     (re-ranking ``cfg.rerank`` candidates of an ivfpq index through ``fetch``, default: ``vecs``).
     Returns nprobe, its recall, the aim, the number of queries, whether they are all outside the
     training sample, and the recall of every nprobe tried."""
-    from xmodal.index import pq
-
     fa = faiss()
     pick, held_out = calibration_queries(len(vecs), cfg)
     queries = np.ascontiguousarray(vecs[pick])

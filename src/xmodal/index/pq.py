@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from xmodal.index.ann import AnnConfig, faiss, training_sample
+from xmodal.errors import ConfigError
+from xmodal.index.backend import faiss, training_sample
 
 Fetch = Callable[[np.ndarray], np.ndarray]  # ids [R] -> their full vectors [R, D] (float32)
 
@@ -29,11 +30,9 @@ def auto_m(dim: int) -> int:
     return max(m for m in range(1, max(1, dim // 8) + 1) if dim % m == 0)
 
 
-def pq_shape(n: int, dim: int, cfg: AnnConfig, nlist: int) -> dict[str, int]:
-    """``m``, ``nbits`` and ``nlist`` for ``n`` vectors: ``m`` must divide ``dim``, and a small set
-    gets fewer bits and cells (k-means needs at least as many training vectors as centroids)."""
-    from xmodal.errors import ConfigError
-
+def pq_shape(n: int, dim: int, cfg: Any, nlist: int) -> dict[str, int]:
+    """``m``, ``nbits`` and ``nlist`` for ``n`` vectors under ``cfg`` (an ``AnnConfig``): ``m`` must divide
+    ``dim``, and a small set gets fewer bits and cells (k-means needs as many training vectors as centroids)."""
     m = cfg.pq_m or auto_m(dim)
     if dim % m:
         raise ConfigError(f"pq_m={m} does not divide the dimension {dim}")
@@ -42,8 +41,9 @@ def pq_shape(n: int, dim: int, cfg: AnnConfig, nlist: int) -> dict[str, int]:
     return {"m": m, "nbits": nbits, "nlist": max(1, min(nlist, trained))}
 
 
-def train_ivfpq(vecs: np.ndarray, shape: dict[str, int], cfg: AnnConfig) -> Any:
-    """An empty IVF-PQ index (inner product; behind an OPQ rotation if ``cfg.opq``) trained on a sample."""
+def train_ivfpq(vecs: np.ndarray, shape: dict[str, int], cfg: Any) -> Any:
+    """An empty IVF-PQ index (inner product; behind an OPQ rotation if ``cfg.opq``) trained on a sample
+    (``cfg``: an ``AnnConfig``)."""
     fa = faiss()
     d = vecs.shape[1]
     sample = np.ascontiguousarray(vecs[training_sample(len(vecs), cfg.train_size, cfg.seed)])
