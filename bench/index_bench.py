@@ -15,12 +15,18 @@ of that automatic choice is marked ``<- AUTO``.
     python bench/index_bench.py --json bench/results/index_bench.json --md bench/results/index_bench.md
                                                     # the acceptance run: 1,000,000 x 512
     python bench/index_bench.py --n 100000 --clusters 200 --nlist 410 --train 10000   # same ratios, quick
+
+``--section ivfpq`` benchmarks the compressed kind instead (``AnnConfig(kind="ivfpq")``, see
+``bench/index_bench_pq.py``): recall@10 and bytes per vector in RAM and on disk against the flat
+index, on ``--data spectral`` (clustered, decaying spectrum: like real embeddings) and ``--data
+isotropic`` (no structure: the hard case), each run adding or replacing its own section of ``--md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -57,7 +63,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1_000_000, help="indexed vectors")
     p.add_argument("--dim", type=int, default=512, help="dimensions")
     p.add_argument("--clusters", type=int, default=2000, help="Gaussian clusters in the mixture")
-    p.add_argument("--spread", type=float, default=SPREAD, help="noise norm relative to the unit centre")
+    p.add_argument("--spread", type=float, help=f"noise norm relative to the unit centre (default {SPREAD}; "
+                                                 "spectral data: index_bench_pq.SPECTRAL_SPREAD)")
     p.add_argument("--nlist", type=int, default=4096, help="IVF cells (0 = xmodal's automatic choice)")
     p.add_argument("--train", type=int, default=100_000, help="k-means training sample")
     p.add_argument("--queries", type=int, default=1000, help="queries for recall")
@@ -65,9 +72,20 @@ def main() -> None:
     p.add_argument("--brute", type=int, default=30, help="single queries timed for numpy brute force")
     p.add_argument("--nprobe", default="1,2,4,8,16,32,64", help="nprobe sweep")
     p.add_argument("--threads", type=int, default=0, help="FAISS threads (0 = all cores)")
+    p.add_argument("--section", choices=["ivf", "ivfpq"], default="ivf", help="which index kind to benchmark")
+    p.add_argument("--data", choices=["mixture", "spectral", "isotropic"], default="mixture",
+                   help="generator: mixture (isotropic noise around cluster centres; the ivf section's), "
+                        "spectral (clusters with a decaying spectrum), isotropic (uniform on the sphere)")
+    p.add_argument("--rerank", type=int, default=100, help="ivfpq: candidates re-ranked exactly (0 = codes only)")
+    p.add_argument("--pq-m", type=int, default=0, help="ivfpq: sub-quantizers (0 = xmodal's default, dim/8)")
+    p.add_argument("--opq", action="store_true", help="ivfpq: learn an OPQ rotation first")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--md", help="also write the printed report here as markdown")
     args = p.parse_args()
+    if args.spread is None:
+        from index_bench_pq import SPECTRAL_SPREAD
+
+        args.spread = SPECTRAL_SPREAD if args.data == "spectral" else SPREAD
 
     import faiss
 
@@ -75,6 +93,10 @@ def main() -> None:
 
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
+    if args.section == "ivfpq":
+        from index_bench_pq import run_pq
+
+        return run_pq(args)
     rng = np.random.default_rng(0)
     t_start = t0 = time.perf_counter()
     centres = rng.standard_normal((args.clusters, args.dim), dtype=np.float32)
@@ -145,11 +167,13 @@ def main() -> None:
             json.dump({"args": vars(args), "build_seconds": build_s, "params": params, "rows": rows,
                        "auto": a, "targets_met": ok}, f, indent=2)
     if args.md:
+        old = open(args.md).read() if os.path.exists(args.md) else ""
+        sections = old[old.find("\n## "):] if "\n## " in old else ""  # other sections (ivfpq) are kept
         with open(args.md, "w") as f:
             f.write("# Index bench (issue #5)\n\n`python bench/index_bench.py " +
                     " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
                              if v not in (None, False) and k not in ("json", "md")) +
-                    "`\n\n```\n" + "\n".join(lines) + "\n```\n")
+                    "`\n\n```\n" + "\n".join(lines) + "\n```\n" + sections)
 
 
 if __name__ == "__main__":

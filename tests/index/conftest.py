@@ -66,3 +66,64 @@ def audio_model(tiny_lit):
 def tiny_model_dir(tiny_lit, tmp_path) -> Path:
     """``tiny_lit`` saved as a checkpoint folder (for the CLI and subprocess tests)."""
     return tiny_lit.save_pretrained(tmp_path / "model")
+
+
+def clustered_vectors(rng, n: int, d: int = 64, clusters: int = 40, spread: float = 0.8, seed: int = 7):
+    """``n`` unit vectors from a mixture of clusters with a decaying spectrum (variance of direction i
+    ~ 1/i), like real embeddings; the clusters depend on ``seed`` only, so calls share them."""
+    import numpy as np
+
+    world = np.random.default_rng(seed)
+    scale = np.arange(1, d + 1) ** -0.5
+    centres = world.normal(size=(clusters, d)) * scale
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    x = centres[rng.integers(0, clusters, n)] + spread * rng.normal(size=(n, d)) * scale / np.linalg.norm(scale)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+IVFPQ_ROWS, IVFPQ_DIM = 3000, 64
+
+
+@pytest.fixture
+def clustered():
+    """:func:`clustered_vectors` (a function of ``rng, n``)."""
+    return clustered_vectors
+
+
+@pytest.fixture
+def put_vectors():
+    """:func:`put_rows` (a function of ``index, vecs, modality``)."""
+    return put_rows
+
+
+def put_rows(index, vecs, modality: str = "image") -> None:
+    """Rows with made-up paths and these vectors into ``index``'s store, then its FAISS index rebuilt."""
+    from xmodal.index.store import Row
+
+    index.store.set_meta(embed_dim=vecs.shape[1])
+    rows = [Row(f"/made-up/{modality}/{i}.png", "/made-up", modality, None, 1, 1, "0" * 32)
+            for i in range(len(vecs))]
+    with index.store.transaction():
+        index.store.put(rows, vecs)
+    index._rebuild(modality)
+
+
+@pytest.fixture(scope="session")
+def ivfpq_folder_src(tmp_path_factory) -> Path:
+    """An index folder of 3000 made-up 64-d image rows whose FAISS index is ivfpq (built once)."""
+    import numpy as np
+
+    from xmodal.index import AnnConfig, Index
+
+    folder = tmp_path_factory.mktemp("ivfpq") / "ix"
+    index = Index.create(folder, ann_cfg=AnnConfig(exact_max=1000, kind="ivfpq", rerank=50))
+    put_rows(index, clustered_vectors(np.random.default_rng(0), IVFPQ_ROWS, IVFPQ_DIM))
+    index.save()
+    index.close()
+    return folder
+
+
+@pytest.fixture
+def ivfpq_folder(ivfpq_folder_src, tmp_path) -> Path:
+    """A private copy of the ivfpq index folder that a test may damage."""
+    return Path(shutil.copytree(ivfpq_folder_src, tmp_path / "ivfpq"))

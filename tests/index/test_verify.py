@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from xmodal.cli.main import main
@@ -79,3 +80,47 @@ def test_repair_of_a_sound_index_keeps_its_results(built):
     assert [h.path for h in fixed.search("a green square", k=5)] == before
     meta = json.loads((built / "ann.json").read_text())
     assert set(meta["files"]) == {"image", "video"} and meta["files"]["image"]["bytes"] > 0
+
+
+def _flat_in_place_of_ivfpq(folder: Path) -> None:
+    """A sound flat index of the same rows where ann.json (size and hash updated) says ivfpq."""
+    import faiss
+
+    from xmodal.index.ann import save_ann
+    from xmodal.index.store import Store
+    from xmodal.index.verify import file_record
+
+    store = Store(folder)
+    ids, vecs = store.vectors("image", 64)
+    store.close()
+    flat = faiss.IndexIDMap2(faiss.IndexFlatIP(64))
+    flat.add_with_ids(vecs, ids)
+    save_ann(flat, folder / "ann.image.faiss")
+    _edit_meta(folder, lambda meta: meta["files"].update(image=file_record(folder / "ann.image.faiss")))
+
+
+IVFPQ_DAMAGE = {  # case -> how an ivfpq index folder is damaged (all repairable)
+    "faiss truncated": lambda f: _truncate(f / "ann.image.faiss"),
+    "faiss garbage": lambda f: (f / "ann.image.faiss").write_bytes(b"junk" * 64),
+    "ivfpq entry without nprobe": lambda f: _edit_meta(f, lambda m: m["modalities"]["image"].pop("nprobe")),
+    "flat file where ann.json says ivfpq": _flat_in_place_of_ivfpq,
+}
+
+
+WHY = {"faiss truncated": "truncated or replaced", "faiss garbage": "truncated or replaced",
+       "ivfpq entry without nprobe": "ivfpq entry 'image' has no valid nprobe",
+       "flat file where ann.json says ivfpq": "is a flat index, ann.json says ivfpq"}
+
+
+@pytest.mark.parametrize("case", list(IVFPQ_DAMAGE))
+def test_damaged_ivfpq_file_is_one_line_error_and_repair_rebuilds_ivfpq(case, ivfpq_folder):
+    IVFPQ_DAMAGE[case](ivfpq_folder)
+    with pytest.raises(CheckpointError) as err:
+        Index.load(ivfpq_folder)
+    message = str(err.value)
+    assert "\n" not in message and str(ivfpq_folder) in message and "--repair" in message
+    assert WHY[case] in message
+    fixed = Index.repair(ivfpq_folder)
+    assert fixed.params["image"]["kind"] == "ivfpq" and len(fixed.search(np.ones(64, np.float32), k=3)) == 3
+    fixed.close()
+    assert Index.load(ivfpq_folder).params["image"]["kind"] == "ivfpq"

@@ -17,6 +17,7 @@ from typing import Any
 
 from xmodal.cli.common import build_config, config_args, given, no_progress_arg, precision_arg
 from xmodal.errors import ConfigError
+from xmodal.index.ann import APPROXIMATE, AnnConfig
 
 MAX_LISTED = 20  # skipped files printed one per line; the rest are counted
 
@@ -34,6 +35,9 @@ def index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prune", action="store_true",
                    help="drop the rows of a folder that is now empty or lost over half its files (else refused)")
     p.add_argument("--workers", type=int, help="parallel data-loading processes (default 0)")
+    p.add_argument("--kind", choices=list(APPROXIMATE),
+                   help=f"index past {AnnConfig().exact_max:,} files of a modality (default: the recorded one, else ivf): "
+                        + "; ".join(f"{k}: {v}" for k, v in APPROXIMATE.items()))
     p.add_argument("--batch-size", type=int, help="files per forward pass (default 32)")
     precision_arg(p)
     no_progress_arg(p)
@@ -64,10 +68,15 @@ def index(args: argparse.Namespace) -> int:
         return _index_ranks(args, cfg)
     if model is None and not (Path(args.out) / "index.sqlite").is_file():
         raise ConfigError("--model is required for a new index")
-    idx = Index.build(args.paths, model=model, out=args.out, config=cfg)
+    idx = Index.build(args.paths, model=model, out=args.out, config=cfg, ann_cfg=_ann_config(args))
     _report(args.out, idx)
     idx.close()  # (the store's write-ahead log goes into index.sqlite: the folder is complete on its own)
     return 0
+
+
+def _ann_config(args: argparse.Namespace) -> Any:
+    """The search-file settings ``--kind`` asks for (None: the index's recorded ones, or the defaults)."""
+    return AnnConfig(kind=args.kind) if args.kind else None
 
 
 def _ranks() -> int:
@@ -88,14 +97,15 @@ def _index_ranks(args: argparse.Namespace, cfg: Any) -> int:
     if args.model is None and not (shards[rank] / "index.sqlite").is_file():
         raise ConfigError(f"--model is required for a new index (no shard {shards[rank]} to update)")
     idx = Index.build(args.paths, model=args.model, out=shards[rank],
-                      config=dataclasses.replace(cfg, shard=f"{rank}/{n}", progress=cfg.progress and rank == 0))
+                      config=dataclasses.replace(cfg, shard=f"{rank}/{n}", progress=cfg.progress and rank == 0),
+                      ann_cfg=_ann_config(args))
     idx.close()
     distributed.barrier()
-    distributed.main_first(lambda: _merge_shards(shards, out, args.model))  # rank 0 merges, the others wait
+    distributed.main_first(lambda: _merge_shards(shards, out, args.model, _ann_config(args)))  # rank 0 merges, the others wait
     return 0
 
 
-def _merge_shards(shards: list[Path], out: Path, model: str | None) -> None:
+def _merge_shards(shards: list[Path], out: Path, model: str | None, ann_cfg: Any = None) -> None:
     """Merge the shard indexes into a fresh index that replaces ``out`` (an index folder, or none yet)."""
     import shutil
 
@@ -105,7 +115,7 @@ def _merge_shards(shards: list[Path], out: Path, model: str | None) -> None:
         raise ConfigError(f"--out {out}: a folder that is not an xmodal index; choose another --out")
     fresh = out.parent / f".{out.name}.merged"
     shutil.rmtree(fresh, ignore_errors=True)
-    Index.merged(shards, fresh, model=model).close()
+    Index.merged(shards, fresh, model=model, ann_cfg=ann_cfg).close()
     shutil.rmtree(out, ignore_errors=True)
     os.replace(fresh, out)
     merged = Index.load(out, model=model)

@@ -4,7 +4,12 @@ Folder layout::
 
     INDEX/index.sqlite       rows (path, root, modality, duration, mtime, size, hash) + vectors: the truth
     INDEX/ann.<modality>.faiss   one FAISS index per modality (ids = row ids), derived from the rows
-    INDEX/ann.json           which kind each FAISS index is (flat / ivf), its parameters, the generation
+    INDEX/ann.json           which kind each FAISS index is (flat / ivf / ivfpq), its parameters, the generation
+
+The ANN settings (:class:`~xmodal.index.AnnConfig`: the kind built past ``exact_max``, PQ sizes...)
+are recorded in the store; an index opened without ``ann_cfg`` keeps them (an update or a repair
+rebuilds the same kind), one opened with different ones rebuilds its FAISS files with those. An
+``ivfpq`` index with ``rerank`` re-scores its shortlist with the vectors read from ``index.sqlite``.
 
 A FAISS file is used only when ``ann.json`` says it was written for the store's current generation;
 otherwise (a killed run, an older build) it is rebuilt from the rows on load. Both files are
@@ -32,13 +37,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from xmodal.config import from_dict, to_dict
 from xmodal.errors import CheckpointError, ConfigError
 from xmodal.index import ann as ann_lib
-from xmodal.index import verify
+from xmodal.index import pq, verify
 from xmodal.index.build import MEDIA, BuildConfig, BuildReport, merge_rows, run
 from xmodal.index.store import DB_FILE, Row, Store
 from xmodal.index.verify import ANN_META
 IN_MEMORY = "<in-memory model>"
+ANN_CONFIG_KEY = "ann_config"  # store meta key of the recorded AnnConfig
 
 
 @dataclass
@@ -92,7 +99,8 @@ class Index:
             raise CheckpointError(f"{folder}: not an xmodal index (no {DB_FILE})")
         verify.check_sqlite_file(folder)
         try:
-            index = cls(folder, Store(folder), None, ann_cfg)
+            store = Store(folder)
+            index = cls(folder, store, None, _settle_ann_cfg(store, ann_cfg))
             index._bind_model(model)
             index._load_anns()
         except sqlite3.DatabaseError as exc:
@@ -298,7 +306,7 @@ class Index:
         scored: list[tuple[float, int]] = []
         for m in wanted:
             if m in self.anns:
-                scores, ids = self.anns[m].search(vec, min(k, self.anns[m].ntotal))
+                scores, ids = pq.search(self.anns[m], vec, k, self.params[m].get("rerank", 0), self._fetch)
                 scored += [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
         scored = sorted(scored, reverse=True)[:k]
         try:
@@ -307,8 +315,27 @@ class Index:
             raise verify.damaged_store(self.folder, exc) from None
         return [_hit(rows[i], s) for s, i in scored if i in rows]
 
+    def _fetch(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors of rows ``ids`` (what an ivfpq index re-ranks with)."""
+        try:
+            return self.store.vectors_by_id(ids, self.embed_dim)
+        except sqlite3.DatabaseError as exc:
+            raise verify.damaged_store(self.folder, exc) from None
+
     def close(self) -> None:
         self.store.close()
+
+
+def _settle_ann_cfg(store: Store, given: ann_lib.AnnConfig | None) -> ann_lib.AnnConfig:
+    """The ANN settings to use: ``given`` (recorded in the store if they differ from the recorded ones,
+    which makes the FAISS files stale, so they are rebuilt), else the recorded ones, else the defaults."""
+    recorded = store.get_meta(ANN_CONFIG_KEY)
+    if given is None:
+        return from_dict(ann_lib.AnnConfig, recorded, f"{store.folder / DB_FILE} ({ANN_CONFIG_KEY})") \
+            if recorded is not None else ann_lib.AnnConfig()
+    if to_dict(given) != recorded:
+        store.set_meta(**{ANN_CONFIG_KEY: to_dict(given)})
+    return given
 
 
 def _open_shard(folder: Path) -> Store:

@@ -151,6 +151,20 @@ class Store:
         vecs = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), dim)
         return np.asarray(ids, dtype=np.int64), vecs
 
+    def vectors_by_id(self, ids: np.ndarray, dim: int) -> np.ndarray:
+        """``[len(ids), dim]`` float32 vectors of rows ``ids``, in that order (re-ranking reads them)."""
+        want = [int(i) for i in ids]
+        found: dict[int, bytes] = {}
+        with self.lock:
+            for start in range(0, len(want), 500):
+                part = want[start:start + 500]
+                q = ",".join("?" * len(part))
+                found.update(self.db.execute(f"SELECT id, vector FROM files WHERE id IN ({q})", part).fetchall())
+        missing = [i for i in want if i not in found]
+        if missing:
+            raise KeyError(f"rows {missing[:5]} are not in {self.folder / DB_FILE}")
+        return np.frombuffer(b"".join(found[i] for i in want), dtype=np.float32).reshape(len(want), dim)
+
     def iter_all(self) -> Iterator[tuple[Row, bytes]]:
         cols = "id, path, root, modality, duration, mtime_ns, size, hash, vector"
         for r in self.db.execute(f"SELECT {cols} FROM files ORDER BY id"):

@@ -3,9 +3,9 @@
 ``index.sqlite`` (the rows: the truth) is checked for its SQLite header and for truncation against
 the page count the header records; a damaged store cannot be repaired, only rebuilt from the media.
 ``ann.json`` must have the recorded shape (a generation, one entry per modality with its kind, and
-``nprobe`` for an IVF index). Each ``ann.<modality>.faiss`` must match the size and the content hash
-recorded for it in ``ann.json`` and hold as many vectors of the store's dimension as the store has
-rows of that modality; any of these files, being derived from the rows, is rebuilt by
+``nprobe`` for an IVF or IVF-PQ index). Each ``ann.<modality>.faiss`` must match the size and the
+content hash recorded for it in ``ann.json``, be the kind recorded there, and hold as many vectors of
+the store's dimension as the store has rows of that modality; any of these files, being derived from the rows, is rebuilt by
 ``xmodal index --repair`` (:func:`xmodal.index.Index.repair`).
 """
 
@@ -22,7 +22,8 @@ from xmodal.index import ann as ann_lib
 from xmodal.index.store import DB_FILE, STORE_TABLES
 
 ANN_META = "ann.json"
-KINDS = ("flat", "ivf")
+KINDS = ("flat", "ivf", "ivfpq")
+PROBED = ("ivf", "ivfpq")  # kinds that record the nprobe their calibration chose
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -130,8 +131,8 @@ def meta_problem(meta: Any) -> str | None:
             return f"entry {modality!r} has no kind (one of {list(KINDS)})"
         if not all(isinstance(params.get(key), int) for key in ("count", "dim")):
             return f"entry {modality!r} has no integer count and dim"
-        if params["kind"] == "ivf" and not (isinstance(params.get("nprobe"), int) and params["nprobe"] >= 1):
-            return f"ivf entry {modality!r} has no valid nprobe"
+        if params["kind"] in PROBED and not (isinstance(params.get("nprobe"), int) and params["nprobe"] >= 1):
+            return f"{params['kind']} entry {modality!r} has no valid nprobe"
     for modality, rec in meta.get("files", {}).items():
         if not (isinstance(rec, dict) and isinstance(rec.get("bytes"), int) and isinstance(rec.get("blake2b"), str)):
             return f"file record {modality!r} has no bytes and blake2b"
@@ -161,9 +162,14 @@ def load_checked(folder: Path, modality: str, meta: dict[str, Any], count: int, 
         index = ann_lib.load_ann(file)
     except (RuntimeError, MemoryError):
         raise damaged_ann(folder, file, "unreadable FAISS file (truncated or not written by xmodal)") from None
+    from xmodal.index.pq import kind_of
+
+    found = kind_of(index)
+    if found != params["kind"]:
+        raise damaged_ann(folder, file, f"is a {found} index, ann.json says {params['kind']}")
     if index.ntotal != count or index.d != dim or params["count"] != count:
         raise damaged_ann(folder, file, f"holds {index.ntotal} vectors of {index.d} dims; "
                           f"the store has {count} of {dim}")
-    if params["kind"] == "ivf":
-        index.nprobe = params["nprobe"]
+    if params["kind"] in PROBED:
+        ann_lib.set_nprobe(index, params["nprobe"])
     return index
