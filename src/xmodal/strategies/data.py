@@ -27,6 +27,8 @@ class ClipSet:
     paths: list[str]  # file of each distinct clip
     rows: list[dict[str, Any]]  # the rows kept
     skipped: list[tuple[str, str]] = field(default_factory=list)  # unreadable files and why
+    root: Path | None = None  # folder the paths are relative to (None: the working directory)
+    spec: Any = None  # how the frames were sampled and preprocessed (a VideoSpec; part of the feature keys)
 
     def __len__(self) -> int:
         return len(self.clip)
@@ -65,7 +67,7 @@ def load_split(rows: Sequence[dict[str, Any]], task: Any, task_cfg: Any, meta: d
     rows = [r for r in rows if str(r[path_column]) in where]
     clip = torch.tensor([where[str(r[path_column])] for r in rows], dtype=torch.long)
     targets = task.targets(rows, meta, task_cfg, desc)
-    return ClipSet(pixels, clip, targets, [paths[k] for k in kept], list(rows), skipped)
+    return ClipSet(pixels, clip, targets, [paths[k] for k in kept], list(rows), skipped, root, spec)
 
 
 class GroupedBatches:

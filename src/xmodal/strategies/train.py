@@ -8,7 +8,9 @@ root, out)``:
    builds the task's targets (classes, captions, moments, ...);
 3. applies the strategy (wrap / inject) and attaches the task's head: a :class:`VideoModel`;
 4. if the strategy leaves the backbone frozen (``strategy.frozen``; nothing for the user to set),
-   runs the backbone once per clip and trains on the cached outputs, else re-encodes every batch;
+   runs the backbone once per clip and trains on the cached outputs (kept on disk in the feature
+   store, ``strategies/features.py``, and read back by later runs without encoding), else re-encodes
+   every batch;
 5. trains with :func:`xmodal.engine.fit.fit` (AdamW, cosine schedule, accumulation, AMP on CUDA,
    early stopping on the task's validation metric, best weights restored, checkpoints with resume,
    log.jsonl);
@@ -34,6 +36,7 @@ from xmodal.errors import ConfigError
 from xmodal.strategies.base import STRATEGIES, VideoModel
 from xmodal.strategies.checkpoint import save_transfer
 from xmodal.strategies.data import ClipSet, GroupedBatches, load_split
+from xmodal.strategies.features import store_folder, stored_inputs
 from xmodal.engine.cache import to_device
 from xmodal.tasks.base import TASKS, take
 
@@ -51,6 +54,8 @@ class TransferConfig:
     batch_size: int = 32  # rows per batch
     lr: float = 0.0  # peak learning rate; 0 = the strategy's ``default_lr`` (LoRA), else fit.lr
     num_workers: int = 0  # DataLoader worker processes for decoding
+    feature_store: str = "auto"  # where frozen strategies keep clip features, reused across runs: "auto" =
+    # $XMODAL_FEATURE_STORE or ~/.cache/xmodal/features, a folder, or "" = in memory for this run only
     on_error: str = "raise"  # unreadable clip: "raise" or "skip" (counted, listed)
     seed: int = 0  # seeds initialisation and shuffling
     fit: FitConfig = field(default_factory=lambda: FitConfig(
@@ -84,11 +89,27 @@ def build(model: Any, cfg: TransferConfig, meta: dict[str, Any]) -> VideoModel:
     return vm.attach(cfg.task, tcfg, meta, task.head(vm, meta, tcfg, vm.head_config, vm.trains))
 
 
-@torch.no_grad()
-def clip_inputs(vm: VideoModel, clips: ClipSet, batch_size: int) -> dict[str, torch.Tensor]:
-    """What the engine feeds per distinct clip: a frozen strategy's cache (computed once), else pixels."""
+def clip_inputs(vm: VideoModel, clips: ClipSet, batch_size: int, store: str = "") -> dict[str, Any]:
+    """What the engine feeds per distinct clip: a frozen strategy's cache (computed once; on disk in
+    the feature store ``store`` names, see ``TransferConfig.feature_store``), else pixels. Each value
+    is indexed by clip (``v[clip_indices]``)."""
+    return frozen_inputs(vm, clips, batch_size, store)[0]
+
+
+def frozen_inputs(vm: VideoModel, clips: ClipSet, batch_size: int, store: str = "") -> tuple[dict[str, Any], int]:
+    """:func:`clip_inputs` and how many clips went through the frozen backbone for them (0 when every
+    clip's features were in the store already)."""
     if not vm.frozen:
-        return {"pixel_values": clips.pixels}
+        return {"pixel_values": clips.pixels}, 0
+    folder = store_folder(store)
+    if folder is not None:
+        return stored_inputs(vm, clips, batch_size, folder)
+    return _memory_inputs(vm, clips, batch_size), len(clips.pixels)
+
+
+@torch.no_grad()
+def _memory_inputs(vm: VideoModel, clips: ClipSet, batch_size: int) -> dict[str, torch.Tensor]:
+    """A frozen strategy's cache of every distinct clip, computed now and kept in memory."""
     vm.eval()
     device = next(vm.parameters()).device
     parts = [vm.inputs(clips.pixels[i : i + batch_size].to(device)) for i in range(0, len(clips.pixels), batch_size)]
@@ -127,9 +148,9 @@ def gather(parts: Sequence[Any]) -> Any:
     return torch.cat([p.float().cpu() if p.is_floating_point() else p.cpu() for p in parts])
 
 
-def evaluate(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor] | None = None,
+def evaluate(vm: VideoModel, clips: ClipSet, inputs: dict[str, Any] | None = None,
              batch_size: int = 64) -> dict[str, Any]:
-    """The task's metrics on ``clips`` (``inputs``: their clip inputs, computed when None)."""
+    """The task's metrics on ``clips`` (``inputs``: their clip inputs, computed in memory when None)."""
     inputs = clip_inputs(vm, clips, batch_size) if inputs is None else inputs
     outputs = predict(vm, clips, inputs, batch_size)
     return TASKS.get(vm.task).metrics(vm, outputs, clips.targets)
@@ -152,14 +173,16 @@ def training_step(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor
 
 
 def train(vm: VideoModel, train_clips: ClipSet, val_clips: ClipSet | None, cfg: TransferConfig,
-          out: Path | None = None) -> tuple[History, float]:
-    """Train ``vm`` on the engine; returns the history and the seconds spent caching features."""
+          out: Path | None = None) -> tuple[History, dict[str, float]]:
+    """Train ``vm`` on the engine; returns the history and ``{"cache_seconds": seconds spent caching
+    (or reading the store's index), "features_encoded": clips the frozen backbone encoded}``."""
     t0 = time.perf_counter()
-    inputs = clip_inputs(vm, train_clips, cfg.batch_size)
-    val = clip_inputs(vm, val_clips, cfg.batch_size) if val_clips is not None else None
-    cache_seconds = time.perf_counter() - t0 if vm.frozen else 0.0
+    inputs, encoded = frozen_inputs(vm, train_clips, cfg.batch_size, cfg.feature_store)
+    val, val_encoded = frozen_inputs(vm, val_clips, cfg.batch_size, cfg.feature_store) if val_clips is not None else (None, 0)
+    cache = {"cache_seconds": time.perf_counter() - t0 if vm.frozen else 0.0,
+             "features_encoded": encoded + val_encoded if vm.frozen else 0}
     if not any(p.requires_grad for p in vm.parameters()):
-        return History(), cache_seconds
+        return History(), cache
     loader, generator = _loader(vm, train_clips, cfg)
 
     def validate() -> dict[str, float]:
@@ -169,7 +192,7 @@ def train(vm: VideoModel, train_clips: ClipSet, val_clips: ClipSet | None, cfg: 
     history = fit(training_step(vm, train_clips, inputs), vm, loader, fit_config(cfg, vm),
                   evaluate=validate if val is not None else None, out=out / "train" if out is not None else None,
                   generators={"shuffle": generator})
-    return history, cache_seconds
+    return history, cache
 
 
 def _loader(vm: VideoModel, clips: ClipSet, cfg: TransferConfig) -> tuple[Any, torch.Generator]:
@@ -215,7 +238,8 @@ def _measure(vm: VideoModel, test_clips: ClipSet | None, cfg: TransferConfig) ->
 
     if test_clips is None:
         return {}
-    return {**evaluate(vm, test_clips, batch_size=cfg.batch_size),
+    inputs, _ = frozen_inputs(vm, test_clips, cfg.batch_size, cfg.feature_store)
+    return {**evaluate(vm, test_clips, inputs, cfg.batch_size),
             "throughput_clips_per_s": throughput(vm, test_clips.pixels, cfg.batch_size)}
 
 
@@ -265,13 +289,13 @@ def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConf
     counts = _counts(vm)
     with PeakMemory(next(vm.parameters()).device) as memory:
         t0 = time.perf_counter()
-        history, cache_seconds = train(vm, train_clips, val_clips, cfg, out)
+        history, cache = train(vm, train_clips, val_clips, cfg, out)
         train_seconds = time.perf_counter() - t0
     epochs = max(1, len(history.epochs))
     metrics: dict[str, Any] = {
         "task": cfg.task, "strategy": cfg.strategy, "frozen_backbone": vm.frozen, **_measure(vm, test_clips, cfg),
         **counts,
-        "train_seconds": train_seconds, "cache_seconds": cache_seconds, "epochs": len(history.epochs),
+        "train_seconds": train_seconds, **cache, "epochs": len(history.epochs),
         "seconds_per_epoch": history.train_seconds / epochs, "peak_memory_mb": memory.peak_mb,
         "flops_per_clip": flops_per_clip(vm, train_clips.pixels[0].to(next(vm.parameters()).device)),
         "skipped": [{"file": f, "problem": p} for f, p in train_clips.skipped]}
