@@ -35,7 +35,8 @@ class FitConfig:
     lr: float = 1e-3  # peak learning rate of AdamW
     weight_decay: float = 0.05  # AdamW weight decay (not applied to biases and norms)
     warmup_ratio: float = 0.05  # fraction of steps with linear warm-up before cosine decay
-    grad_accum: int = 1  # batches whose gradients are summed before one optimizer step
+    grad_accum: int = 1  # gradient accumulation: batches per optimizer step (each loss divided by the batches of its
+    # step, so accumulating k batches of B rows steps like one batch of k*B; the schedule counts optimizer steps)
     max_grad_norm: float = 1.0  # gradient clipping; 0 disables
     patience: int = 0  # stop after this many epochs without a better monitored metric; 0 = never
     monitor: str = ""  # metric from evaluate() that early stopping watches (higher is better)
@@ -195,7 +196,7 @@ def _train_epoch(step, model, loader, optimizer, scheduler, cfg: FitConfig, epoc
             continue
         with precision.autocast():
             out = step(batch)
-        scaler.scale(out["loss"] / cfg.grad_accum).backward()
+        scaler.scale(out["loss"] / _group(i, cfg.grad_accum, len(loader))).backward()
         total += float(out["loss"].detach())
         count += 1
         _add_scalars(extras, out)
@@ -208,6 +209,11 @@ def _train_epoch(step, model, loader, optimizer, scheduler, cfg: FitConfig, epoc
         bar.set_postfix(loss=f"{total / count:.4f}")
     return {"epoch": epoch + 1, "loss": total / max(1, count), **{k: s / n for k, (s, n) in extras.items()},
             "lr": scheduler.get_last_lr()[0], "train_seconds": time.perf_counter() - start}
+
+
+def _group(i: int, accum: int, batches: int) -> int:
+    """Batches in the optimizer step of batch ``i`` (``accum``; fewer for the last step of an epoch)."""
+    return min(accum, batches - i // accum * accum)
 
 
 def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, cfg: FitConfig,
