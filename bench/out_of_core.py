@@ -9,7 +9,7 @@ What is measured (two runs, each in a fresh process so that its peak RSS is its 
 - "encoding": a fake frozen encoder (cheap: the synthetic generator) stands in for the backbone; its
   output goes through the same path a transfer's encoding takes: ``engine/store.fill`` -> the store's
   sharded writer, keyed like a transfer (store folder = ``strategies/features.namespace`` of the
-  model's weights and the strategy; row key = digest of the clip's content id and the preprocessing).
+  model's weights, the strategy and the preprocessing; row key = digest of the clip's content id and the preprocessing).
 - training: a ``linear_probe`` head (classify, 10 classes) over a LiT model whose frame trunk is 512
   wide, one epoch over all 1M clips through the real engine (``engine.fit.fit`` with
   ``strategies/train.training_step``), every batch gathered from the shards' memory maps.
@@ -83,8 +83,8 @@ def run(args) -> dict:
     t0 = time.perf_counter()
     vm = _model(args.frames, args.dim)
     t1 = time.perf_counter()
-    store = FeatureStore(Path(args.store) / namespace(vm))
     spec = repr(vm.base.spec("video"))
+    store = FeatureStore(Path(args.store) / namespace(vm, vm.base.spec("video")))
     keys = [digest(digest(f"synthetic clip {i}").hex(), spec) for i in range(args.clips)]
     calls: list[int] = []
     entries, encoded = fill(store, keys, _fake_encoder(args.frames, args.dim, calls), batch_size=16384)

@@ -33,6 +33,8 @@ def test_rows_written_in_shards_are_found_and_read_back_by_a_new_store(tmp_path)
     assert rows[torch.tensor([3, 7])].dtype == torch.float32 and rows[torch.tensor([7])][0, 1, 2] == 7.0
     with pytest.raises(KeyError, match="no stored field 'pixels'"):
         again.take("pixels", entries[:1])
+    with pytest.raises(ValueError, match="do not match the stored rows"):  # rows of another shape: not in this folder
+        again.writer().add([digest("other")], {"features": torch.zeros(1, 4, 3, dtype=torch.float16), "ids": torch.zeros(1)})
 
 
 def test_fill_encodes_only_missing_keys_and_nothing_on_a_second_run(tmp_path):

@@ -213,6 +213,7 @@ class StoreWriter:
         if self._fields and sorted(arrays) != sorted(self._fields):
             raise ValueError(f"{self.store.folder}: fields {sorted(arrays)} differ from {sorted(self._fields)}")
         if not self._rows_per_shard:
+            self._check_rows(arrays)
             row_bytes = sum(a[:1].nbytes for a in arrays.values()) or 1
             self._rows_per_shard = max(1, int(self.store.shard_mb * (1 << 20)) // row_bytes)
         self._keys.extend(keys)
@@ -220,6 +221,16 @@ class StoreWriter:
             self._fields.setdefault(k, []).append(a)
         while len(self._keys) >= self._rows_per_shard:
             self._flush(self._rows_per_shard)
+
+    def _check_rows(self, arrays: dict[str, np.ndarray]) -> None:
+        """A ValueError unless ``arrays`` have the stored shards' fields, row shapes and dtypes."""
+        if not self.store.fields:
+            return
+        stored = {f: self.store._map(0, f).array for f in self.store.fields}
+        have = {k: (a.shape[1:], a.dtype) for k, a in arrays.items()}
+        want = {k: (a.shape[1:], a.dtype) for k, a in stored.items()}
+        if have != want:
+            raise ValueError(f"{self.store.folder}: rows {have} do not match the stored rows {want}")
 
     def _flush(self, rows: int) -> None:
         """Write the first ``rows`` buffered rows as one shard: fields first, the keys file last."""

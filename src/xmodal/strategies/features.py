@@ -8,7 +8,9 @@ Inside it, one store folder per *namespace*, a digest of what computes the featu
 - the base model's weights (every parameter and buffer, by name, dtype, shape and bytes; a frozen
   strategy's cache is a function of the base model only, never of what it trains), so a model saved
   and loaded again, or rebuilt from the same seed, finds its features, and a changed weight does not;
-- the strategy's name and options (side_network's layers change what it reads).
+- the strategy's name and options (side_network's layers change what it reads);
+- the frame sampling and preprocessing (``VideoSpec``: frames, size, mean, std, ...): one folder holds
+  rows of one shape (a task that samples 16 frames writes beside one that samples 8, not among them).
 
 A row's key is the digest of the clip file's *content* (BLAKE2b of its bytes: a renamed, copied or
 touched file is found again, an edited one is not; content rather than size + mtime because a wrong
@@ -53,9 +55,9 @@ def weights_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def namespace(vm: VideoModel) -> str:
-    """The store folder name of ``vm``'s frozen features (see the module doc)."""
-    return digest(weights_digest(vm.base), vm.strategy, repr(vm.config)).hex()
+def namespace(vm: VideoModel, spec: Any) -> str:
+    """The store folder name of ``vm``'s frozen features of clips preprocessed by ``spec`` (see the module doc)."""
+    return digest(weights_digest(vm.base), vm.strategy, repr(vm.config), repr(spec)).hex()
 
 
 def clip_keys(clips: ClipSet) -> list[bytes]:
@@ -68,7 +70,7 @@ def stored_inputs(vm: VideoModel, clips: ClipSet, batch_size: int, root: Path
                   ) -> tuple[dict[str, StoredRows], int]:
     """``vm``'s cached inputs of every distinct clip, read from the store under ``root`` (clips not
     stored yet are encoded and added first), and how many clips were encoded."""
-    store = FeatureStore(root / namespace(vm))
+    store = FeatureStore(root / namespace(vm, clips.spec))
     device = next(vm.parameters()).device
     vm.eval()
 
