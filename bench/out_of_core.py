@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -37,6 +38,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import xmodal
 
 CLASSES = 10
 
@@ -117,11 +120,14 @@ def main() -> None:
         return
     store = args.store or tempfile.mkdtemp(prefix="xmodal-ooc-")
     argv = [sys.executable, __file__, "--run", "--store", store, *sys.argv[1:]]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(xmodal.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     rows = []
     try:
-        for name in ("1: encode + train", "2: reuse + train"):
-            out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-            rows.append({"run": name, **json.loads(out.strip().splitlines()[-1])})
+        for name in ("1: encode + train", "2: reuse + train"):  # each run in its own process: its own peak RSS
+            done = subprocess.run(argv, capture_output=True, text=True, env=env)
+            if done.returncode:
+                sys.exit(f"out_of_core: run {name!r} failed:\n{done.stderr[-2000:]}")
+            rows.append({"run": name, **json.loads(done.stdout.strip().splitlines()[-1])})
     finally:
         if not args.store and not args.keep:
             shutil.rmtree(store, ignore_errors=True)
