@@ -23,6 +23,13 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220)}
 
 
+@pytest.fixture(autouse=True)
+def _feature_store(tmp_path_factory, monkeypatch):
+    """Every test's frozen-feature store (TransferConfig.feature_store "auto") in a folder of its own, never
+    the user's ~/.cache: tests do not share features, and a run twice in one test reuses them."""
+    monkeypatch.setenv("XMODAL_FEATURE_STORE", str(tmp_path_factory.mktemp("features")))
+
+
 @pytest.fixture
 def one_thread():
     """Torch on one CPU thread for the test (restored after): small models run faster and repeat exactly."""

@@ -51,6 +51,8 @@ OVERRIDES: dict[str, list[str]] = {  # flags appended to a README command whose 
     "fuse": ["--epochs", "2"],
     # the frozen-vs-re-encode bench: one epoch per mode (default 3)
     "bench/frozen_vs_reencode.py": ["--epochs", "1"],
+    # the out-of-core bench: 3,000 clips (default 1,000,000)
+    "bench/out_of_core.py": ["--clips", "3000", "--batch", "256"],
 }
 RUNS_AT_LEAST = {"demo", "transfer", "compare", "bind", "zeroshot", "fuse", "index", "search", "list", "export"}  # commands
 

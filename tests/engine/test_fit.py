@@ -117,3 +117,20 @@ def test_the_optimizer_is_fused_adamw_for_cpu_float_parameters():
     named = list(nn.Linear(3, 2).named_parameters())
     optimizer, _ = _optimizer(named, batches=4, cfg=FitConfig(epochs=1))
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"] is True
+
+
+@pytest.mark.parametrize("rows,batch", [(24, 3), (20, 4)])  # 8 batches; 5 (the last step accumulates one)
+def test_accumulating_two_batches_steps_like_one_batch_of_twice_the_rows(rows, batch):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(rows, 4, generator=g), torch.randn(rows, 1, generator=g)
+    trained = []
+    for size, accum in ((batch, 2), (2 * batch, 1)):
+        model = _model()  # no batch statistics: a mean loss over 2B rows = the mean of two B-row means
+        loader = [(x[i : i + size], y[i : i + size]) for i in range(0, rows, size)]
+        cfg = FitConfig(epochs=3, lr=0.05, grad_accum=accum, warmup_ratio=0.3, max_grad_norm=0.5, progress=False,
+                        verbose=False)
+        hist = fit(_step(model), model, loader, cfg)
+        trained.append((torch.cat([p.detach().flatten() for p in model.parameters()]), hist.epochs[-1]["lr"]))
+    (a, lr_a), (b, lr_b) = trained
+    assert torch.allclose(a, b, atol=1e-5) and lr_a == pytest.approx(lr_b)
+    assert not torch.allclose(a, torch.cat([p.detach().flatten() for p in _model().parameters()]), atol=1e-3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -11,6 +12,7 @@ import xmodal
 from xmodal.data.manifest import read_manifest
 from xmodal.engine.fit import FitConfig
 from xmodal.strategies import load_transfer
+from xmodal.strategies.base import VideoModel
 from xmodal.strategies.train import TransferConfig, split_rows, transfer
 
 
@@ -43,19 +45,51 @@ def test_transfer_trains_measures_and_saves(name, make_lit, video_manifest, tmp_
         assert torch.allclose(loaded(x), res.model(x), atol=1e-5)
 
 
-def test_frozen_strategy_encodes_each_clip_once(make_lit, video_manifest, monkeypatch):
+def _counted(model, monkeypatch) -> list[int]:
+    """Count the calls of ``model``'s image trunk (the frozen backbone)."""
+    calls: list[int] = []
+    tower = model.tower("image")
+    original = tower.trunk
+    monkeypatch.setattr(tower, "trunk", lambda batch: calls.append(1) or original(batch))
+    return calls
+
+
+def test_frozen_strategy_encodes_each_clip_once(make_lit, video_manifest, monkeypatch, tmp_path):
     """Backbone calls do not grow with epochs: features are cached, not re-encoded."""
     s = _splits(video_manifest)
     counts = []
     for epochs in (1, 6):
         model = make_lit()
-        calls = []
-        tower = model.tower("image")
-        original = tower.trunk
-        monkeypatch.setattr(tower, "trunk", lambda batch, calls=calls, original=original: calls.append(1) or original(batch))
-        transfer(model, s["train"], _cfg("temporal_head", epochs=epochs), s["val"], None, root=video_manifest.parent)
+        calls = _counted(model, monkeypatch)
+        cfg = dataclasses.replace(_cfg("temporal_head", epochs=epochs), feature_store=str(tmp_path / f"store{epochs}"))
+        transfer(model, s["train"], cfg, s["val"], None, root=video_manifest.parent)
         counts.append(len(calls))
     assert counts[0] == counts[1]
+
+
+def test_a_second_run_reads_the_feature_store_and_encodes_nothing(make_lit, video_manifest, monkeypatch, tmp_path):
+    """Same files, model and preprocessing: the second run never calls the frozen encoder (its features come
+    from disk) and trains to the same weights as the first, and as a run that keeps features in memory."""
+    s = _splits(video_manifest)
+    encoded: list[int] = []  # clips through the frozen encoder (VideoModel.inputs: what a frozen strategy caches)
+    original = VideoModel.inputs
+    monkeypatch.setattr(VideoModel, "inputs", lambda vm, pixels: encoded.append(len(pixels)) or original(vm, pixels))
+    runs = []
+    for store in ("disk", "disk", ""):
+        encoded.clear()
+        cfg = dataclasses.replace(_cfg("temporal_head", epochs=1), feature_store=store and str(tmp_path / store))
+        res = transfer(make_lit(), s["train"], cfg, s["val"], s["test"], root=video_manifest.parent)
+        runs.append((sum(encoded), res.metrics["features_encoded"], res.model.own_state(), res.metrics["top1"]))
+    clips = len({r["path"] for r in s["train"]}) + len({r["path"] for r in s["val"]})
+    tested = len({r["path"] for r in s["test"]})
+    assert [r[1] for r in runs] == [clips, 0, clips]  # train + val clips encoded for training
+    assert [r[0] for r in runs] == [clips + tested, 0, clips + tested]  # + the test clips measured
+    for other in runs[1:]:
+        assert all(torch.equal(runs[0][2][k], other[2][k]) for k in runs[0][2]) and other[3] == runs[0][3]
+    other_model = make_lit(seed=1)  # other weights: another namespace, encoded afresh
+    cfg = dataclasses.replace(_cfg("temporal_head", epochs=1), feature_store=str(tmp_path / "disk"))
+    res = transfer(other_model, s["train"], cfg, s["val"], None, root=video_manifest.parent)
+    assert res.metrics["features_encoded"] == clips and len(list((tmp_path / "disk").iterdir())) == 2
 
 
 def test_folder_of_class_folders_and_unknown_test_class(make_lit, video_manifest, tmp_path):

@@ -37,7 +37,8 @@ class FitConfig:
     lr: float = 1e-3  # peak learning rate of AdamW
     weight_decay: float = 0.05  # AdamW weight decay (not applied to biases and norms)
     warmup_ratio: float = 0.05  # fraction of steps with linear warm-up before cosine decay
-    grad_accum: int = 1  # batches whose gradients are summed before one optimizer step
+    grad_accum: int = 1  # gradient accumulation: batches per optimizer step (each loss divided by the batches of its
+    # step, so accumulating k batches of B rows steps like one batch of k*B; the schedule counts optimizer steps)
     max_grad_norm: float = 1.0  # gradient clipping; 0 disables
     patience: int = 0  # stop after this many epochs without a better monitored metric; 0 = never
     monitor: str = ""  # metric from evaluate() that early stopping watches (higher is better)
@@ -204,7 +205,8 @@ def _train_epoch(replica: distributed.Replica, model, loader, optimizer, schedul
         if distributed.any_rank(batch is None):  # every sample of the batch (of a rank's slice) was unreadable
             continue
         stepping = (i + 1) % cfg.grad_accum == 0 or i + 1 == len(loader)
-        out = _forward_backward(replica, batch, precision, scaler, cfg, stepping)
+        out = _forward_backward(replica, batch, precision, scaler, _group(i, cfg.grad_accum, len(loader)),
+                                stepping)
         total += distributed.average(float(out["loss"].detach()))  # the ranks' mean: the global batch's loss
         count += 1
         _add_scalars(extras, out)
@@ -220,14 +222,20 @@ def _train_epoch(replica: distributed.Replica, model, loader, optimizer, schedul
 
 
 def _forward_backward(replica: distributed.Replica, batch: Any, precision: Any, scaler: torch.amp.GradScaler,
-                      cfg: FitConfig, stepping: bool) -> dict[str, Any]:
+                      group: int, stepping: bool) -> dict[str, Any]:
     """The step's output on ``batch`` after its (accumulated) backward; under torchrun the gradients are
-    averaged over the ranks at the backward of the batch an optimizer step follows (``stepping``)."""
+    averaged over the ranks at the backward of the batch an optimizer step follows (``stepping``); the
+    loss is divided by ``group``, the batches of its optimizer step."""
     with replica.accumulating(not stepping):
         with precision.autocast():
             out = replica.step(batch)
-        scaler.scale(out["loss"] / cfg.grad_accum).backward()
+        scaler.scale(out["loss"] / group).backward()
     return out
+
+
+def _group(i: int, accum: int, batches: int) -> int:
+    """Batches in the optimizer step of batch ``i`` (``accum``; fewer for the last step of an epoch)."""
+    return min(accum, batches - i // accum * accum)
 
 
 def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, cfg: FitConfig,

@@ -21,7 +21,8 @@ from xmodal.errors import ConfigError
 RECORD = "run.json"  # the run record in a run folder
 OUTPUTS = ("train_state", "train", "log.jsonl", "model", "base", "metrics.json", "results.json", "robustness.png",
            RECORD)  # what a training command writes in its run folder (removed by overwrite)
-NOT_RUN = ("progress", "verbose", "num_workers")  # settings that do not change what a run computes
+NOT_RUN = ("progress", "verbose", "num_workers", "feature_store")  # settings that do not change what a run
+# computes (where frozen features are kept: the store returns what encoding would)
 
 
 def fingerprint(rows: Sequence[dict[str, Any]] | None, root: str | Path | None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from xmodal.engine.recompute import checkpoint_activations
 from xmodal.strategies.base import STRATEGIES, VideoModel
 from xmodal.tasks.heads import HeadConfig
 from xmodal.strategies.temporal_head import adapted
@@ -18,6 +19,8 @@ from xmodal.strategies.temporal_head import adapted
 @dataclass
 class FullConfig:
     head: HeadConfig = field(default_factory=HeadConfig)  # temporal head over the frame features
+    checkpoint_activations: bool = False  # recompute each trunk block's activations in the backward pass instead
+    # of keeping them (torch.utils.checkpoint): the same gradients, less memory, ~1/3 more compute
 
 
 class Full:
@@ -30,6 +33,8 @@ class Full:
     def apply(self, model: Any, cfg: FullConfig) -> VideoModel:
         vm = adapted(model, "full", cfg, frozen=False)
         vm.vision.trunk_module.requires_grad_(True)
+        if cfg.checkpoint_activations:
+            checkpoint_activations(vm.vision.blocks())
         return vm
 
 

@@ -8,7 +8,10 @@ root, out)``:
    builds the task's targets (classes, captions, moments, ...);
 3. applies the strategy (wrap / inject) and attaches the task's head: a :class:`VideoModel`;
 4. if the strategy leaves the backbone frozen (``strategy.frozen``; nothing for the user to set),
-   runs the backbone once per clip and trains on the cached outputs, else re-encodes every batch;
+   runs the backbone once per clip and trains on the cached outputs, else re-encodes every batch.
+   With a feature store (``TransferConfig.feature_store``) a frozen run is out of core: step 2 then
+   comes after step 3 and decodes only the clips whose features are not stored yet, a batch at a time,
+   never holding a split's pixels (``strategies/features.py``); training reads the memory-mapped store;
 5. trains with :func:`xmodal.engine.fit.fit` (AdamW, cosine schedule, accumulation, AMP on CUDA,
    early stopping on the task's validation metric, best weights restored, checkpoints with resume,
    log.jsonl);
@@ -34,7 +37,8 @@ from xmodal.engine.fit import FitConfig, History, fit
 from xmodal.errors import ConfigError
 from xmodal.strategies.base import STRATEGIES, VideoModel
 from xmodal.strategies.checkpoint import save_transfer
-from xmodal.strategies.data import ClipSet, GroupedBatches, load_split
+from xmodal.strategies.data import ClipSet, GroupedBatches, Loading, load_split
+from xmodal.strategies.features import store_folder, stored_inputs, stored_split
 from xmodal.engine.cache import to_device
 from xmodal.tasks.base import TASKS, take
 
@@ -52,6 +56,8 @@ class TransferConfig:
     batch_size: int = 32  # rows per batch (under torchrun the global batch, split over the processes)
     lr: float = 0.0  # peak learning rate; 0 = the strategy's ``default_lr`` (LoRA), else fit.lr
     num_workers: int = 0  # DataLoader worker processes for decoding
+    feature_store: str = "auto"  # where frozen strategies keep clip features, reused across runs: "auto" =
+    # $XMODAL_FEATURE_STORE or ~/.cache/xmodal/features, a folder, or "" = in memory for this run only
     on_error: str = "raise"  # unreadable clip: "raise" or "skip" (counted, listed)
     seed: int = 0  # seeds initialisation and shuffling
     fit: FitConfig = field(default_factory=lambda: FitConfig(
@@ -85,11 +91,29 @@ def build(model: Any, cfg: TransferConfig, meta: dict[str, Any]) -> VideoModel:
     return vm.attach(cfg.task, tcfg, meta, task.head(vm, meta, tcfg, vm.head_config, vm.trains))
 
 
-@torch.no_grad()
-def clip_inputs(vm: VideoModel, clips: ClipSet, batch_size: int) -> dict[str, torch.Tensor]:
-    """What the engine feeds per distinct clip: a frozen strategy's cache (computed once), else pixels."""
+def clip_inputs(vm: VideoModel, clips: ClipSet, batch_size: int, store: str = "") -> dict[str, Any]:
+    """What the engine feeds per distinct clip: a frozen strategy's cache (computed once; on disk in
+    the feature store ``store`` names, see ``TransferConfig.feature_store``), else pixels. Each value
+    is indexed by clip (``v[clip_indices]``)."""
+    return frozen_inputs(vm, clips, batch_size, store)[0]
+
+
+def frozen_inputs(vm: VideoModel, clips: ClipSet, batch_size: int, store: str = "") -> tuple[dict[str, Any], int]:
+    """:func:`clip_inputs` and how many clips went through the frozen backbone for them (0 when every
+    clip's features were in the store already, or were encoded while its split was loaded)."""
+    if clips.stored is not None:  # loaded out of core (``stored_split``): counted there
+        return clips.stored.inputs, 0
     if not vm.frozen:
-        return {"pixel_values": clips.pixels}
+        return {"pixel_values": clips.pixels}, 0
+    folder = store_folder(store)
+    if folder is not None:
+        return stored_inputs(vm, clips, batch_size, folder)
+    return _memory_inputs(vm, clips, batch_size), len(clips.pixels)
+
+
+@torch.no_grad()
+def _memory_inputs(vm: VideoModel, clips: ClipSet, batch_size: int) -> dict[str, torch.Tensor]:
+    """A frozen strategy's cache of every distinct clip, computed now and kept in memory."""
     vm.eval()
     device = next(vm.parameters()).device
     parts = [vm.inputs(clips.pixels[i : i + batch_size].to(device)) for i in range(0, len(clips.pixels), batch_size)]
@@ -128,9 +152,9 @@ def gather(parts: Sequence[Any]) -> Any:
     return torch.cat([p.float().cpu() if p.is_floating_point() else p.cpu() for p in parts])
 
 
-def evaluate(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor] | None = None,
+def evaluate(vm: VideoModel, clips: ClipSet, inputs: dict[str, Any] | None = None,
              batch_size: int = 64) -> dict[str, Any]:
-    """The task's metrics on ``clips`` (``inputs``: their clip inputs, computed when None)."""
+    """The task's metrics on ``clips`` (``inputs``: their clip inputs, computed in memory when None)."""
     inputs = clip_inputs(vm, clips, batch_size) if inputs is None else inputs
     outputs = predict(vm, clips, inputs, batch_size)
     return TASKS.get(vm.task).metrics(vm, outputs, clips.targets)
@@ -154,14 +178,17 @@ def training_step(vm: VideoModel, clips: ClipSet, inputs: dict[str, torch.Tensor
 
 
 def train(vm: VideoModel, train_clips: ClipSet, val_clips: ClipSet | None, cfg: TransferConfig,
-          out: Path | None = None) -> tuple[History, float]:
-    """Train ``vm`` on the engine; returns the history and the seconds spent caching features."""
+          out: Path | None = None) -> tuple[History, dict[str, float]]:
+    """Train ``vm`` on the engine; returns the history and ``{"cache_seconds": seconds spent caching
+    (or reading the store's index), "features_encoded": clips the frozen backbone encoded}``."""
     t0 = time.perf_counter()
-    inputs = clip_inputs(vm, train_clips, cfg.batch_size)
-    val = clip_inputs(vm, val_clips, cfg.batch_size) if val_clips is not None else None
-    cache_seconds = time.perf_counter() - t0 if vm.frozen else 0.0
+    inputs, encoded = frozen_inputs(vm, train_clips, cfg.batch_size, cfg.feature_store)
+    val, val_encoded = frozen_inputs(vm, val_clips, cfg.batch_size, cfg.feature_store) if val_clips is not None else (None, 0)
+    loaded = [c.stored for c in (train_clips, val_clips) if c is not None and c.stored is not None]
+    cache = {"cache_seconds": time.perf_counter() - t0 + sum(s.seconds for s in loaded) if vm.frozen else 0.0,
+             "features_encoded": encoded + val_encoded + sum(s.encoded for s in loaded) if vm.frozen else 0}
     if not any(p.requires_grad for p in vm.parameters()):
-        return History(), cache_seconds
+        return History(), cache
     loader, generator = _loader(vm, train_clips, cfg)
 
     def validate() -> dict[str, float]:
@@ -171,7 +198,7 @@ def train(vm: VideoModel, train_clips: ClipSet, val_clips: ClipSet | None, cfg: 
     history = fit(training_step(vm, train_clips, inputs), vm, loader, fit_config(cfg, vm),
                   evaluate=validate if val is not None else None, out=out / "train" if out is not None else None,
                   generators={"shuffle": generator})
-    return history, cache_seconds
+    return history, cache
 
 
 def _loader(vm: VideoModel, clips: ClipSet, cfg: TransferConfig) -> tuple[Any, torch.Generator]:
@@ -217,8 +244,19 @@ def _measure(vm: VideoModel, test_clips: ClipSet | None, cfg: TransferConfig) ->
 
     if test_clips is None:
         return {}
-    return {**evaluate(vm, test_clips, batch_size=cfg.batch_size),
-            "throughput_clips_per_s": throughput(vm, test_clips.pixels, cfg.batch_size)}
+    inputs, _ = frozen_inputs(vm, test_clips, cfg.batch_size, cfg.feature_store)
+    return {**evaluate(vm, test_clips, inputs, cfg.batch_size),
+            "throughput_clips_per_s": throughput(vm, sample_pixels(test_clips, 4 * cfg.batch_size), cfg.batch_size)}
+
+
+def sample_pixels(clips: ClipSet, most: int) -> torch.Tensor:
+    """Clips to time and count FLOPs on: the decoded pixels, else (a split loaded out of core, never
+    decoded) up to ``most`` blank clips of the spec's shape (one clip's memory, expanded): the towers'
+    cost does not depend on the pixel values."""
+    if clips.pixels is not None:
+        return clips.pixels
+    size = clips.spec.image.size
+    return torch.zeros(1, clips.spec.num_frames, 3, size, size).expand(min(most, len(clips.paths)), -1, -1, -1, -1)
 
 
 def _counts(vm: VideoModel) -> dict[str, int]:
@@ -229,6 +267,31 @@ def _counts(vm: VideoModel) -> dict[str, int]:
     head = sum(p.numel() for p in vm.head.parameters() if p.requires_grad)
     return {"trainable_params": counts["trainable"], "total_params": counts["total"], "head_params": head,
             "strategy_params": counts["trainable"] - head}
+
+
+def load_splits(vm: VideoModel | None, folder: Path | None, splits: dict[str, Sequence[dict[str, Any]] | None],
+                cfg: TransferConfig, how: tuple[Any, Any, dict[str, Any], Any], root: Path | None,
+                decoded: dict[str, ClipSet]) -> list[ClipSet | None]:
+    """Each split's clips (None for no rows) with the task's targets; ``how``: ``(task, task config, meta,
+    spec)``. With ``vm`` and a store ``folder`` (a frozen strategy): out of core, see ``stored_split``;
+    else decoded into memory once per split and frame sampling and kept in ``decoded``."""
+    task, tcfg, meta, spec = how
+    out: list[ClipSet | None] = []
+    for desc, rows in splits.items():
+        if not rows:
+            out.append(None)
+            continue
+        if vm is not None and folder is not None:
+            got = stored_split(vm, rows, spec, folder, Loading(root, cfg.path_column, cfg.on_error, cfg.num_workers,
+                                                               cfg.batch_size, desc))
+        else:
+            key = f"{desc} {spec}"  # clips decoded as this run's task samples them; targets are this run's own
+            if key not in decoded:
+                decoded[key] = load_split(rows, task, tcfg, meta, spec, root, cfg.path_column, cfg.on_error,
+                                          cfg.num_workers, desc)
+            got = decoded[key]
+        out.append(dataclasses.replace(got, targets=task.targets(got.rows, meta, tcfg, desc)))
+    return out
 
 
 def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConfig | None = None,
@@ -242,7 +305,8 @@ def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConf
     to ``base`` (a checkpoint folder or hub name) or, when None, to a copy saved in ``out/base``.
     ``decoded``: a dict the caller keeps across runs on the same rows, base model and task (``compare``):
     each split's clips are decoded once per frame sampling and reused (the targets are rebuilt for each
-    run's task options, e.g. a baseline's)."""
+    run's task options, e.g. a baseline's); a frozen strategy with a feature store neither reads nor fills
+    it (it decodes only the clips the store lacks, a batch at a time, and keeps no pixels)."""
     from xmodal.eval.efficiency import PeakMemory, flops_per_clip
 
     cfg = cfg or TransferConfig()
@@ -250,32 +314,29 @@ def transfer(model: Any, train_rows: Sequence[dict[str, Any]], cfg: TransferConf
     root, out = (Path(root) if root is not None else None), (Path(out) if out is not None else None)
     meta = task.meta(train_rows, tcfg)
     spec = task.sampling(tcfg, model.spec("video"))
-    decoded = {} if decoded is None else decoded
-
-    def load(rows: Sequence[dict[str, Any]] | None, desc: str) -> ClipSet | None:
-        key = f"{desc} {spec}"  # clips decoded as this run's task samples them; targets are this run's own
-        if rows and key not in decoded:
-            decoded[key] = load_split(rows, task, tcfg, meta, spec, root, cfg.path_column, cfg.on_error,
-                                      cfg.num_workers, desc)
-        return dataclasses.replace(decoded[key], targets=task.targets(decoded[key].rows, meta, tcfg, desc)) if rows else None
-
-    train_clips, val_clips = load(train_rows, "train rows"), load(val_rows, "val rows")
-    test_clips = load(test_rows, "test rows") or val_clips
+    folder = store_folder(cfg.feature_store) if STRATEGIES.get(cfg.strategy).frozen else None
+    splits = {"train rows": train_rows, "val rows": val_rows, "test rows": test_rows}
+    args = (cfg, (task, tcfg, meta, spec), root, {} if decoded is None else decoded)
+    if folder is None:
+        train_clips, val_clips, test_clips = load_splits(None, None, splits, *args)
     if out is not None and base is None:  # before the strategy injects into (or trains) the model
         base = distributed.main_first(lambda: model.save_pretrained(out / "base").resolve())
     vm = build(model, cfg, meta)
+    if folder is not None:  # out of core, after the build: the store's namespace is a digest of the built model
+        train_clips, val_clips, test_clips = load_splits(vm, folder, splits, *args)
+    test_clips = test_clips or val_clips
     counts = _counts(vm)
     with PeakMemory(next(vm.parameters()).device) as memory:
         t0 = time.perf_counter()
-        history, cache_seconds = train(vm, train_clips, val_clips, cfg, out)
+        history, cache = train(vm, train_clips, val_clips, cfg, out)
         train_seconds = time.perf_counter() - t0
     epochs = max(1, len(history.epochs))
     metrics: dict[str, Any] = {
         "task": cfg.task, "strategy": cfg.strategy, "frozen_backbone": vm.frozen, **_measure(vm, test_clips, cfg),
         **counts,
-        "train_seconds": train_seconds, "cache_seconds": cache_seconds, "epochs": len(history.epochs),
+        "train_seconds": train_seconds, **cache, "epochs": len(history.epochs),
         "seconds_per_epoch": history.train_seconds / epochs, "peak_memory_mb": memory.peak_mb,
-        "flops_per_clip": flops_per_clip(vm, train_clips.pixels[0].to(next(vm.parameters()).device)),
+        "flops_per_clip": flops_per_clip(vm, sample_pixels(train_clips, 1)[0].to(next(vm.parameters()).device)),
         "skipped": [{"file": f, "problem": p} for f, p in train_clips.skipped]}
     if out is not None and distributed.is_main():
         save_transfer(vm, out / "model", base, metrics)
