@@ -11,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from PIL import Image
 
 import xmodal
@@ -92,3 +93,21 @@ def test_backbone_contract(name: str, tmp_path: Path, tiny_text_dir: Path, hf_fo
     with torch.no_grad():
         for modality, (batch, out) in embeddings.items():
             assert torch.allclose(again.encode(modality, batch), out, atol=1e-5), modality
+
+
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_every_tower_embeds_at_bf16_inference_close_to_fp32(name: str, tmp_path: Path, tiny_text_dir: Path,
+                                                            hf_folders: dict[str, Path]) -> None:
+    """``xmodal.embed(..., precision="bf16")`` holds the whole model in bf16 (engine/precision.py): every
+    tower of every backbone runs that way (norms, convolutions, front ends) and stays near fp32."""
+    from xmodal.tasks.embed import embed
+
+    torch.manual_seed(0)
+    model = TINY[name]({"text": tiny_text_dir, **hf_folders}).eval()
+    for modality in model.modalities:
+        items = _items(modality, tmp_path)
+        fp32 = embed(model, modality, items, precision="fp32", progress=False).vectors
+        bf16 = embed(model, modality, items, precision="bf16", progress=False).vectors
+        assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape, modality
+        assert (nn.functional.normalize(fp32, dim=-1) * bf16).sum(-1).min() >= 0.99, modality
+    assert all(p.dtype == torch.float32 for p in model.parameters())
