@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xmodal.cli.common import (build_config, fit_overrides, given, held_out_rows, manifest_args, model_help,
+from xmodal.cli.common import (build_config, load_model, needs_towers, fit_overrides, given, held_out_rows, manifest_args, model_help,
                                print_history, print_skipped, read_rows, start_run, training_args)
 from xmodal.cli.listing import list_action, registry_option
 
@@ -41,10 +41,10 @@ def bind_args(p: argparse.ArgumentParser) -> None:
 
 
 def bind(args: argparse.Namespace) -> int:
-    from xmodal.api import load
     from xmodal.binding.train import BindConfig, check_config
     from xmodal.binding.train import bind as run_bind
 
+    needs_towers(args.model, "bind")
     base = given(args, "modality", "encoder", "anchor")
     if args.columns:
         base["columns"] = _names(args.columns)
@@ -60,7 +60,7 @@ def bind(args: argparse.Namespace) -> int:
     train, root = read_rows(args.train, "train")
     val = held_out_rows(args, "val")
     start_run(args, "bind", cfg, {"train": (train, root), "val": (val, root)}, cfg.align.seed, model=args.model)
-    result = run_bind(load(args.model), train, cfg, val_rows=val, root=root, out=args.out)
+    result = run_bind(load_model(args.model), train, cfg, val_rows=val, root=root, out=args.out)
     print_history(result.history)
     print_skipped(result.skipped)
     if result.spread:

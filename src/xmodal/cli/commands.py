@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xmodal.cli.common import (build_config, column, config_args, fit_overrides, given, held_out_rows, manifest_args,
+from xmodal.cli.common import (build_config, load_model, needs_towers, column, config_args, fit_overrides, given, held_out_rows, manifest_args,
                                model_help, no_progress_arg, out_arg, print_history, print_skipped, read_rows,
                                start_run, training_args, without_empty)
 from xmodal.cli.listing import list_action, registry_option
@@ -85,10 +85,10 @@ def check_align_rows(rows: list[dict[str, Any]], source: str, cfg: Any) -> None:
 
 
 def align(args: argparse.Namespace) -> int:
-    from xmodal.api import load
     from xmodal.alignment.train import AlignConfig
     from xmodal.alignment.train import align as run_align
 
+    needs_towers(args.model, "align")
     base = given(args, "loss", "batch_size", "on_error")
     if fit_overrides(args):
         base["fit"] = fit_overrides(args)
@@ -101,7 +101,7 @@ def align(args: argparse.Namespace) -> int:
     if val == train:
         val = None
     start_run(args, "align", cfg, {"train": (train, root), "val": (val, root)}, cfg.seed, model=args.model)
-    result = run_align(load(args.model), train, cfg, val_rows=val, root=root, out=args.out)
+    result = run_align(load_model(args.model), train, cfg, val_rows=val, root=root, out=args.out)
     print_history(result.history)
     print_skipped(result.skipped)
     print(f"model saved to {Path(args.out) / 'model'}")
@@ -142,7 +142,6 @@ def _prompt_set(name: str) -> tuple[str, ...]:
 
 
 def zeroshot(args: argparse.Namespace) -> int:
-    from xmodal.api import load
     from xmodal.eval.plots import plot_confusion
     from xmodal.modalities import MODALITIES
     from xmodal.modalities.text import check_text
@@ -156,7 +155,7 @@ def zeroshot(args: argparse.Namespace) -> int:
     rows, empty = without_empty(rows, args.column, args.data) if args.on_error == "skip" else (rows, [])
     items = column(rows, args.column, args.data, path=MODALITIES.get(args.modality).is_file)
     labels = [str(v).strip() for v in column(rows, args.label_column, args.data, text=True)]
-    model = load(args.model)
+    model = load_model(args.model)
     templates = tuple(args.template) if args.template else args.prompts  # None: the modality's own prompts
     res = run_zeroshot(model, items, labels, classes, templates, modality=args.modality, root=root,
                        on_error=args.on_error)

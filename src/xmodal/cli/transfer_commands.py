@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xmodal.cli.common import (build_config, config_args, fit_overrides, given, model_help, no_progress_arg, out_arg,
+from xmodal.cli.common import (build_config, load_model, needs_towers, config_args, fit_overrides, given, model_help, no_progress_arg, out_arg,
                                overwrite_arg, start_run, training_args, unique_rows)
 from xmodal.cli.listing import list_action, registry_option
 
@@ -65,12 +65,12 @@ def _splits(args: argparse.Namespace, label_column: str) -> tuple[dict[str, list
 
 
 def transfer(args: argparse.Namespace) -> int:
-    from xmodal.api import load
     from xmodal.config import apply_overrides
     from xmodal.eval.report import text_table
     from xmodal.strategies.train import TransferConfig, check
     from xmodal.strategies.train import transfer as run_transfer
 
+    needs_towers(args.model, "transfer")
     base: dict[str, Any] = {"strategy": args.strategy, "options": apply_overrides({}, args.option),
                             **_task_config(args), **given(args, "on_error", "lr")}
     base["fit"] = {**fit_overrides(args), "progress": not args.no_progress}
@@ -78,7 +78,7 @@ def transfer(args: argparse.Namespace) -> int:
     task = check(cfg)[0]  # unknown task, strategy or option: fail before reading any file
     splits, root = _splits(args, cfg.task_options.get("label_column", "label"))
     start_run(args, "transfer", cfg, {k: (v, root) for k, v in splits.items()}, cfg.seed, model=args.model)
-    model = load(args.model)
+    model = load_model(args.model)
     pointer = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
     res = run_transfer(model, splits["train"], cfg, splits["val"] or None, splits["test"] or None, root=root,
                        out=args.out, base=pointer)

@@ -138,6 +138,7 @@ class Index:
         if self._model is None:
             raise ConfigError(f"{self.folder}: no model recorded for this index; pass model=")
         if isinstance(self._model, str):
+            import xmodal.strategies.embedder  # noqa: F401  (registers transfer folders with xmodal.load)
             from xmodal.api import load
 
             self._model = load(self._model)
