@@ -141,3 +141,27 @@ def test_every_strategy_for_retrieval_loads_as_an_embedding_model(name, make_lit
     for modality, vectors in out.items():
         assert vectors.shape == (2, model.embed_dim), modality
         torch.testing.assert_close(vectors.norm(dim=-1), torch.ones(2), msg=modality)
+
+
+def test_a_transferred_model_runs_in_onnxruntime_with_the_same_vectors(retrieval_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from xmodal.exporters.runtime import OnnxEmbedder
+
+    _, folder, _ = retrieval_run
+    model = xmodal.load(folder)
+    fast = OnnxEmbedder(model, tmp_path / "onnx")
+    assert fast.backends == {"video": "onnx", "image": "onnx", "text": "onnx"}
+    batches = {"video": {"pixel_values": torch.rand(3, 4, 3, 16, 16)}, "image": {"pixel_values": torch.rand(3, 3, 16, 16)},
+               "text": MODALITIES.get("text").collate(["a square moving left", "b", "a b c d"], model.spec("text"))}
+    with torch.no_grad():
+        for modality, batch in batches.items():
+            torch.testing.assert_close(fast.encode(modality, batch), model.encode(modality, batch), atol=1e-4, rtol=0)
+
+
+def test_a_text_side_that_reads_strings_stays_in_pytorch(make_lit, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from xmodal.exporters.runtime import OnnxEmbedder
+
+    _, folder = _saved(make_lit, tmp_path, "prompt", tokens=2, text_context=2)
+    fast = OnnxEmbedder(xmodal.load(folder), tmp_path / "onnx")
+    assert fast.backends == {"video": "onnx", "image": "onnx", "text": "torch"} and "text" in fast.skipped
