@@ -165,3 +165,22 @@ def test_a_text_side_that_reads_strings_stays_in_pytorch(make_lit, tmp_path):
     _, folder = _saved(make_lit, tmp_path, "prompt", tokens=2, text_context=2)
     fast = OnnxEmbedder(xmodal.load(folder), tmp_path / "onnx")
     assert fast.backends == {"video": "onnx", "image": "onnx", "text": "torch"} and "text" in fast.skipped
+
+
+def test_cli_embed_writes_the_vectors_of_a_transferred_model_on_both_backends(retrieval_run, video_manifest, tmp_path,
+                                                                              capsys):
+    import numpy as np
+
+    _, folder, test_rows = retrieval_run
+    vectors = {}
+    for backend in ("torch", "onnx"):
+        out = tmp_path / backend
+        assert main(["embed", "--model", str(folder), "--data", str(video_manifest), "--split", "test", "--modality",
+                     "video", "--out", str(out), "--backend", backend, "--no-progress"]) == 0
+        assert "embedded 4 video item(s)" in capsys.readouterr().out
+        vectors[backend] = np.load(out / "vectors.npy")
+        assert json.loads((out / "items.json").read_text())["items"] == [r["path"] for r in test_rows]
+    expected = xmodal.embed(xmodal.load(folder), "video", [r["path"] for r in test_rows], root=video_manifest.parent,
+                            progress=False).vectors.numpy()
+    assert np.abs(vectors["torch"] - expected).max() < 1e-5 and np.abs(vectors["onnx"] - expected).max() < 1e-4
+    assert (tmp_path / "onnx" / "onnx" / "video.onnx").is_file()

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xmodal.cli.common import (build_config, load_model, needs_towers, fit_overrides, given, held_out_rows, manifest_args, model_help,
-                               print_history, print_skipped, read_rows, start_run, training_args)
+from xmodal.cli.common import (build_config, fit_overrides, given, held_out_rows, load_model, manifest_args,
+                               model_help, needs_towers, print_history, print_skipped, read_rows, start_run,
+                               training_args)
 from xmodal.cli.listing import list_action, registry_option
 
 

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xmodal.cli.common import (build_config, load_model, needs_towers, column, config_args, fit_overrides, given, held_out_rows, manifest_args,
-                               model_help, no_progress_arg, out_arg, print_history, print_skipped, read_rows,
-                               start_run, training_args, without_empty)
+from xmodal.cli.common import (build_config, column, config_args, fit_overrides, given, held_out_rows, load_model,
+                               manifest_args, model_help, needs_towers, no_progress_arg, out_arg, print_history,
+                               print_skipped, read_rows, start_run, training_args, without_empty)
 from xmodal.cli.listing import list_action, registry_option
 
 

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xmodal.cli.common import (build_config, load_model, needs_towers, config_args, fit_overrides, given, model_help, no_progress_arg, out_arg,
-                               overwrite_arg, start_run, training_args, unique_rows)
+from xmodal.cli.common import (build_config, config_args, fit_overrides, given, load_model, model_help, needs_towers,
+                               no_progress_arg, out_arg, overwrite_arg, start_run, training_args, unique_rows)
 from xmodal.cli.listing import list_action, registry_option
 
 
