@@ -78,4 +78,6 @@ def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'xmodal' has no attribute {name!r}")
     importlib.import_module("xmodal.backbones")  # registers the built-in backbones
+    if name == "load":
+        importlib.import_module("xmodal.strategies")  # registers transfer folders (RUN/model) with ``load``
     return getattr(importlib.import_module(_EXPORTS[name]), name)

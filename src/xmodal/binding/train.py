@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import torch
 
 from xmodal.alignment.train import AlignConfig, AlignResult, align
+from xmodal.backbones.base import XModel
 from xmodal.backbones.bound import add_tower
 from xmodal.config import from_dict
 from xmodal.encoders.base import Tower, build_encoder, encoder_config
@@ -109,6 +110,9 @@ def bind(
     training resumes from ``out`` and the model is saved to ``out/model``."""
     cfg = cfg or BindConfig()
     check_config(cfg)
+    if not isinstance(model, XModel):
+        raise ConfigError(f"bind adds a tower to a model of towers (an XModel), not to a {type(model).__name__} "
+                          "(a transferred video model: bind to its base model)")
     model.tower(cfg.anchor)  # a ConfigError naming the towers there are
     torch.manual_seed(cfg.align.seed)
     net, spec, record = build_encoder(cfg.encoder, cfg.encoder_config, cfg.spec)

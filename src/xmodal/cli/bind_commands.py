@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from xmodal.cli.common import (build_config, fit_overrides, given, held_out_rows, load_model, manifest_args, model_help,
-                               only_main, print_history, print_skipped, read_rows, start_run, training_args)
+                               needs_towers, only_main, print_history, print_skipped, read_rows, start_run,
+                               training_args)
 from xmodal.cli.listing import list_action, registry_option
 
 
@@ -44,6 +45,7 @@ def bind(args: argparse.Namespace) -> int:
     from xmodal.binding.train import BindConfig, check_config
     from xmodal.binding.train import bind as run_bind
 
+    needs_towers(args.model, "bind")
     base = given(args, "modality", "encoder", "anchor")
     if args.columns:
         base["columns"] = _names(args.columns)

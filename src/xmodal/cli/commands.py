@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xmodal.cli.common import (build_config, column, config_args, fit_overrides, given, held_out_rows, manifest_args,
-                               load_model, model_help, no_progress_arg, only_main, out_arg, precision_arg,
-                               print_history, print_skipped, read_rows, start_run, training_args, without_empty)
+from xmodal.cli.common import (build_config, column, config_args, fit_overrides, given, held_out_rows, load_model,
+                               manifest_args, model_help, needs_towers, no_progress_arg, only_main, out_arg,
+                               precision_arg, print_history, print_skipped, read_rows, start_run, training_args,
+                               without_empty)
 from xmodal.cli.listing import list_action, registry_option
 
 
@@ -88,6 +89,7 @@ def align(args: argparse.Namespace) -> int:
     from xmodal.alignment.train import AlignConfig
     from xmodal.alignment.train import align as run_align
 
+    needs_towers(args.model, "align")
     base = given(args, "loss", "batch_size", "on_error")
     if fit_overrides(args):
         base["fit"] = fit_overrides(args)
@@ -144,7 +146,6 @@ def _prompt_set(name: str) -> tuple[str, ...]:
 
 
 def zeroshot(args: argparse.Namespace) -> int:
-    from xmodal.api import load
     from xmodal.eval.plots import plot_confusion
     from xmodal.modalities import MODALITIES
     from xmodal.modalities.text import check_text
@@ -158,7 +159,7 @@ def zeroshot(args: argparse.Namespace) -> int:
     rows, empty = without_empty(rows, args.column, args.data) if args.on_error == "skip" else (rows, [])
     items = column(rows, args.column, args.data, path=MODALITIES.get(args.modality).is_file)
     labels = [str(v).strip() for v in column(rows, args.label_column, args.data, text=True)]
-    model = load(args.model)
+    model = load_model(args.model)
     templates = tuple(args.template) if args.template else args.prompts  # None: the modality's own prompts
     res = run_zeroshot(model, items, labels, classes, templates, modality=args.modality, root=root,
                        on_error=args.on_error, precision=args.precision or "fp32")

@@ -102,6 +102,26 @@ def model_help(what: str = "model") -> str:
     return f"{what}: {names} (a new model), an xmodal checkpoint folder, or a transformers CLIP/SigLIP hub name or folder"
 
 
+def load_model(name: str) -> Any:
+    """``xmodal.load(name)``, transfer folders (``RUN/model``: their adapted video model) included."""
+    import xmodal.strategies.embedder  # noqa: F401  (registers transfer folders with xmodal.load)
+    from xmodal.api import load
+
+    return load(name)
+
+
+def needs_towers(name: str, command: str) -> None:
+    """Refuse, in one line naming its base, a transfer folder as ``--model`` of a command that trains towers of
+    a base model (align, bind, transfer): call it before any data is read."""
+    from xmodal.errors import ConfigError
+    from xmodal.strategies.checkpoint import is_transfer, read_transfer_meta
+
+    if is_transfer(name):
+        base = read_transfer_meta(Path(name)).get("base", "")
+        raise ConfigError(f"--model {name}: {command} trains towers of a base model and this is a transferred video model "
+                          f"(index, search, serve and zeroshot take it); give {command} its base model: {base}")
+
+
 def build_config(cls: type, args: argparse.Namespace, base: dict[str, Any]) -> Any:
     """``cls`` from its defaults, then ``--config``, then the flags (``base``), then ``--set``."""
     data = to_dict(cls())

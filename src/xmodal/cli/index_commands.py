@@ -22,12 +22,20 @@ from xmodal.index.ann import APPROXIMATE, AnnConfig
 MAX_LISTED = 20  # skipped files printed one per line; the rest are counted
 
 
+def backend_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="run the model in PyTorch (default) or export its encoders to ONNX (INDEX/onnx) and run them "
+                        "in onnxruntime (same vectors to 1e-4; needs the onnx extra)")
+
+
 # ---------------------------------------------------------------- index
 def index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="media folders or manifests (.csv/.jsonl); with --merge: shard index folders")
     p.add_argument("--out", required=True, help="index folder (created, or brought up to date)")
-    p.add_argument("--model", help="model name or checkpoint folder (default: the one the index was built with)")
+    p.add_argument("--model", help="model name, checkpoint folder or transfer folder (RUN/model: its adapted video "
+                                   "model) (default: the one the index was built with)")
+    backend_arg(p)
     p.add_argument("--shard", help="i/n: index only the i-th of n disjoint parts (merge them with --merge)")
     p.add_argument("--merge", action="store_true", help="merge the shard indexes PATH... into --out")
     p.add_argument("--repair", action="store_true",
@@ -68,7 +76,8 @@ def index(args: argparse.Namespace) -> int:
         return _index_ranks(args, cfg)
     if model is None and not (Path(args.out) / "index.sqlite").is_file():
         raise ConfigError("--model is required for a new index")
-    idx = Index.build(args.paths, model=model, out=args.out, config=cfg, ann_cfg=_ann_config(args))
+    idx = Index.build(args.paths, model=model, out=args.out, config=cfg, ann_cfg=_ann_config(args),
+                      backend=args.backend)
     _report(args.out, idx)
     idx.close()  # (the store's write-ahead log goes into index.sqlite: the folder is complete on its own)
     return 0
@@ -98,7 +107,7 @@ def _index_ranks(args: argparse.Namespace, cfg: Any) -> int:
         raise ConfigError(f"--model is required for a new index (no shard {shards[rank]} to update)")
     idx = Index.build(args.paths, model=args.model, out=shards[rank],
                       config=dataclasses.replace(cfg, shard=f"{rank}/{n}", progress=cfg.progress and rank == 0),
-                      ann_cfg=_ann_config(args))
+                      ann_cfg=_ann_config(args), backend=args.backend)
     idx.close()
     distributed.barrier()
     distributed.main_first(lambda: _merge_shards(shards, out, args.model, _ann_config(args)))  # rank 0 merges, the others wait
@@ -147,6 +156,7 @@ def search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modality", choices=("image", "video", "audio"), action="append",
                    help="only results of this modality (repeatable)")
     p.add_argument("--model", help="model to embed the query (default: the one the index was built with)")
+    backend_arg(p)
     p.add_argument("--json", action="store_true", help="print results as JSON")
 
 
@@ -160,7 +170,7 @@ def search(args: argparse.Namespace) -> int:
         raise ConfigError("give exactly one query: TEXT, --image FILE, --video FILE or --audio FILE")
     if args.text is not None:
         check_text(args.text, "query")
-    idx = Index.load(args.index, model=args.model)
+    idx = Index.load(args.index, model=args.model, backend=args.backend)
     if examples:
         modality, file = examples[0]
         if not Path(file).is_file():
@@ -182,6 +192,7 @@ def serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--model", help="model to embed queries (default: the one the index was built with)")
+    backend_arg(p)
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest query upload, MB (default 20)")
     p.add_argument("--max-batch", type=int, default=64,
                    help="most concurrent text queries embedded in one forward pass (default 64; 1 = no batching)")
@@ -196,7 +207,7 @@ def serve(args: argparse.Namespace) -> int:
     from xmodal.index import Index
     from xmodal.serve import ServeConfig, create_app, run_server
 
-    idx = Index.load(args.index, model=args.model)
+    idx = Index.load(args.index, model=args.model, backend=args.backend)
     hosts = list(args.allow_host) + ([args.host] if args.host not in ("0.0.0.0", "::", "") else [])
     app = create_app(idx, ServeConfig(max_upload_bytes=int(args.max_upload_mb * 1e6), allow_hosts=hosts,
                                       max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms))

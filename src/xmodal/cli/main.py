@@ -13,14 +13,15 @@ import os
 import sys
 from typing import Callable
 
-from xmodal.cli import bind_commands, commands, index_commands, listing, transfer_commands
+from xmodal.cli import bind_commands, commands, embed_commands, index_commands, listing, transfer_commands
 from xmodal.cli.common import check_out
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]
 SUBCOMMANDS: dict[str, Command] = {  # name -> (define its flags, run it, one line of help), in --help order
-    **commands.COMMANDS, **bind_commands.COMMANDS, **index_commands.COMMANDS, **transfer_commands.COMMANDS,
+    **commands.COMMANDS, **bind_commands.COMMANDS, **index_commands.COMMANDS, **embed_commands.COMMANDS,
+    **transfer_commands.COMMANDS,
     **listing.COMMANDS,
 }
 

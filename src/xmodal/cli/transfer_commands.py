@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xmodal.cli.common import (build_config, config_args, fit_overrides, given, load_model, model_help, no_progress_arg,
-                               only_main, out_arg, overwrite_arg, start_run, training_args, unique_rows)
+from xmodal.cli.common import (build_config, config_args, fit_overrides, given, load_model, model_help, needs_towers,
+                               no_progress_arg, only_main, out_arg, overwrite_arg, start_run, training_args,
+                               unique_rows)
 from xmodal.cli.listing import list_action, registry_option
 
 
@@ -70,6 +71,7 @@ def transfer(args: argparse.Namespace) -> int:
     from xmodal.strategies.train import TransferConfig, check
     from xmodal.strategies.train import transfer as run_transfer
 
+    needs_towers(args.model, "transfer")
     base: dict[str, Any] = {"strategy": args.strategy, "options": apply_overrides({}, args.option),
                             **_task_config(args), **given(args, "on_error", "lr")}
     base["fit"] = {**fit_overrides(args), "progress": not args.no_progress}

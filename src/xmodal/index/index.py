@@ -61,10 +61,12 @@ class Hit:
 class Index:
     """Vectors of media files in one model's shared space, searchable by text or by example."""
 
-    def __init__(self, folder: str | Path, store: Store, model: Any = None, ann_cfg: ann_lib.AnnConfig | None = None):
+    def __init__(self, folder: str | Path, store: Store, model: Any = None, ann_cfg: ann_lib.AnnConfig | None = None,
+                 backend: str = "torch"):
         self.folder = Path(folder)
         self.store = store
         self._model = model
+        self.backend = backend  # how the model runs: "torch", or "onnx" (its towers exported to FOLDER/onnx, onnxruntime)
         self.ann_cfg = ann_cfg or ann_lib.AnnConfig()
         self.anns: dict[str, Any] = {}  # modality -> FAISS index
         self.params: dict[str, dict[str, Any]] = {}  # modality -> recorded kind and parameters
@@ -73,11 +75,12 @@ class Index:
     # ---------------------------------------------------------------- create / open
     @classmethod
     def build(cls, sources: Sequence[str | Path], model: Any, out: str | Path,
-              config: BuildConfig | None = None, ann_cfg: ann_lib.AnnConfig | None = None) -> "Index":
+              config: BuildConfig | None = None, ann_cfg: ann_lib.AnnConfig | None = None, backend: str = "torch") -> "Index":
         """Index (or bring up to date) the media files of folders/manifests ``sources`` into ``out``.
 
-        ``model``: a name or checkpoint folder for :func:`xmodal.load`, or an XModel."""
-        index = cls._open(out, model, ann_cfg, create=True)
+        ``model``: a name, checkpoint or transfer folder for :func:`xmodal.load`, or a loaded model; ``backend``:
+        ``torch`` or ``onnx`` (the model's encoders exported and run by onnxruntime, same vectors to 1e-4)."""
+        index = cls._open(out, model, ann_cfg, create=True, backend=backend)
         index.last_report = index.add(sources, config)
         index.save()
         return index
@@ -88,19 +91,21 @@ class Index:
         return cls._open(folder, model, ann_cfg, create=True)
 
     @classmethod
-    def load(cls, folder: str | Path, model: Any = None, ann_cfg: ann_lib.AnnConfig | None = None) -> "Index":
-        """Open an index folder; ``model`` overrides the recorded one (needed for in-memory models)."""
-        return cls._open(folder, model, ann_cfg, create=False)
+    def load(cls, folder: str | Path, model: Any = None, ann_cfg: ann_lib.AnnConfig | None = None,
+             backend: str = "torch") -> "Index":
+        """Open an index folder; ``model`` overrides the recorded one (needed for in-memory models); ``backend``
+        as in :meth:`build`, for the queries."""
+        return cls._open(folder, model, ann_cfg, create=False, backend=backend)
 
     @classmethod
-    def _open(cls, folder: str | Path, model: Any, ann_cfg: Any, create: bool) -> "Index":
+    def _open(cls, folder: str | Path, model: Any, ann_cfg: Any, create: bool, backend: str = "torch") -> "Index":
         folder = Path(folder)
         if not create and not (folder / DB_FILE).is_file():
             raise CheckpointError(f"{folder}: not an xmodal index (no {DB_FILE})")
         verify.check_sqlite_file(folder)
         try:
             store = Store(folder)
-            index = cls(folder, store, None, _settle_ann_cfg(store, ann_cfg))
+            index = cls(folder, store, None, _settle_ann_cfg(store, ann_cfg), backend)
             index._bind_model(model)
             index._load_anns()
         except sqlite3.DatabaseError as exc:
@@ -142,14 +147,19 @@ class Index:
 
     @property
     def model(self) -> Any:
-        """The XModel (loaded on first use from the recorded name)."""
+        """The model (loaded on first use from the recorded name), on the index's ``backend``."""
+        from xmodal.exporters.runtime import OnnxEmbedder, with_backend
+
         if self._model is None:
             raise ConfigError(f"{self.folder}: no model recorded for this index; pass model=")
         if isinstance(self._model, str):
+            import xmodal.strategies.embedder  # noqa: F401  (registers transfer folders with xmodal.load)
             from xmodal.api import load
 
             self._model = load(self._model)
             self._model.eval()
+        if self.backend != "torch" and not isinstance(self._model, OnnxEmbedder):
+            self._model = with_backend(self._model, self.backend, self.folder / "onnx")
         return self._model
 
     @property

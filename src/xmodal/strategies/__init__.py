@@ -4,6 +4,7 @@ training entry point on the one engine, for any task of ``xmodal.tasks``."""
 from xmodal.strategies import (  # noqa: F401  (registers the strategies)
     adapter,
     distill,
+    embedder,
     extra,
     full,
     linear_probe,

@@ -21,7 +21,10 @@ captioning, question answering). A registered task is an object with:
   ``video(seq)`` gives the video-only output that efficiency figures time); ``trainable=False``
   asks for the parameter-free zero-shot head over frame embeddings in the shared space;
 - ``loss(model, seq, batch)`` -> ``{"loss": ...}``, ``predict(model, seq, batch)`` -> per-row
-  outputs, ``metrics(model, outputs, batch)`` -> figures.
+  outputs, ``metrics(model, outputs, batch)`` -> figures;
+- ``space(model)``: how the trained head puts clips and texts in one shared space (a
+  :class:`SharedSpace`, what ``xmodal.load(RUN/model)`` embeds with for index, search and zero-shot),
+  or one line saying why it has none (a head that only outputs class logits, spans or tokens).
 
 A generative task (captioning: a decoder over ``seq``, targets are token ids, ``predict`` decodes)
 and a multiple-choice task (targets are choices and an answer index) fit the same contract.
@@ -32,13 +35,32 @@ encoded once and cached), ``model.embed_dim`` and ``model.base``.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
 
 from xmodal.errors import DataError
 from xmodal.registry import Registry
+
+
+@dataclass
+class SharedSpace:
+    """A transferred model's clips and texts in one space (``Task.space``): what search and zero-shot compare."""
+
+    video: Callable[[torch.Tensor], torch.Tensor]  # [B, T, F] frame features -> [B, D] L2-normalised clip embeddings
+    text: Callable[[torch.Tensor], torch.Tensor]  # [N, D] text embeddings (``model.encode_texts``) -> [N, D], normalised
+
+
+def frame_average(seq: torch.Tensor) -> torch.Tensor:
+    """``[B, D]``: the normalised mean of normalised frame embeddings ``[B, T, D]`` (zero-shot heads' clip)."""
+    return nn.functional.normalize(nn.functional.normalize(seq, dim=-1).mean(1), dim=-1)
+
+
+def same_text(texts: torch.Tensor) -> torch.Tensor:
+    """Text embeddings as the text side gives them (a head without a text map)."""
+    return texts
 
 
 @runtime_checkable
@@ -65,6 +87,8 @@ class Task(Protocol):
     def predict(self, model: Any, seq: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor: ...
 
     def metrics(self, model: Any, outputs: torch.Tensor, batch: dict[str, Any]) -> dict[str, Any]: ...
+
+    def space(self, model: Any) -> SharedSpace | str: ...
 
 
 TASKS: Registry[Task] = Registry("task")

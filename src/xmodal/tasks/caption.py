@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from xmodal.errors import ConfigError
-from xmodal.tasks.base import TASKS, column
+from xmodal.tasks.base import TASKS, SharedSpace, column, same_text
 from xmodal.tasks.decoder import (HFTokenizer, LMStepper, WordTokenizer, beam_search, decode_batch, embed_tokens,
                                   greedy, pretrained_lm, scratch_lm, words)
 from xmodal.tasks.heads import HeadConfig, VideoHead
@@ -311,6 +311,12 @@ class CaptionTask:
             out.update(keyword_metrics(texts, batch["references"], model.task_config.keywords))
         out["samples"] = [{"caption": t, "reference": r} for t, r in zip(texts[:8], batch["captions"][:8])]
         return out
+
+    def space(self, model: Any) -> SharedSpace | str:
+        """The retrieval baseline's clip embedding; a trained caption decoder has none."""
+        if isinstance(model.head, RetrievalCaptioner):
+            return SharedSpace(model.head.video, same_text)
+        return "its caption head is a decoder that writes words, with no clip embedding that texts share"
 
 
 TASKS.register("caption", CaptionTask())

@@ -13,7 +13,7 @@ from torch import nn
 
 from xmodal.errors import DataError
 from xmodal.eval.metrics import confusion_matrix, per_class_accuracy, topk_accuracy
-from xmodal.tasks.base import TASKS, column
+from xmodal.tasks.base import TASKS, SharedSpace, column, frame_average, same_text
 from xmodal.tasks.heads import HeadConfig, TemporalHead, VideoHead
 
 
@@ -115,6 +115,18 @@ class ClassifyTask:
 
     def metrics(self, model: Any, outputs: torch.Tensor, batch: dict[str, Any]) -> dict[str, Any]:
         return classification_metrics(outputs, batch["labels"], model.meta["classes"])
+
+    def space(self, model: Any) -> SharedSpace | str:
+        """Zero-shot head: frame-averaged embeddings and the text tower's; a class-text head (CoOp): the clip
+        embedding it scores against class names, and texts through the strategy's text side; a class head
+        without texts has none."""
+        head = model.head
+        if isinstance(head, ZeroShotClassHead):
+            return SharedSpace(lambda seq: frame_average(model.frames_in_space(seq)), same_text)
+        if head.by_text:
+            return SharedSpace(lambda seq: nn.functional.normalize(head.pool(seq), dim=-1), same_text)
+        return (f"its classify head maps clips to {len(head.classes)} class logits only, with no embedding that texts "
+                "share")
 
 
 TASKS.register("classify", ClassifyTask())

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from xmodal.errors import DataError
-from xmodal.tasks.base import TASKS, column
+from xmodal.tasks.base import TASKS, SharedSpace, column, frame_average, same_text
 from xmodal.tasks.heads import HeadConfig
 
 IOUS = (0.3, 0.5, 0.7)
@@ -175,6 +175,12 @@ class GroundTask:
 
     def metrics(self, model: Any, outputs: torch.Tensor, batch: dict[str, Any]) -> dict[str, Any]:
         return grounding_metrics(outputs.cpu(), batch["spans"].cpu())
+
+    def space(self, model: Any) -> SharedSpace | str:
+        """The zero-shot head's frame embeddings, averaged; a trained grounding head has none."""
+        if isinstance(model.head, SlidingWindow):
+            return SharedSpace(lambda seq: frame_average(model.frames_in_space(seq)), same_text)
+        return "its ground head scores the frames of a clip against one sentence (start/end), with no clip embedding"
 
 
 TASKS.register("ground", GroundTask())

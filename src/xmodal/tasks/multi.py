@@ -24,7 +24,7 @@ from torch import nn
 
 from xmodal.config import from_dict
 from xmodal.errors import ConfigError, DataError
-from xmodal.tasks.base import TASKS
+from xmodal.tasks.base import TASKS, SharedSpace
 from xmodal.tasks.heads import HeadConfig, VideoHead
 
 NAME = "multi"
@@ -228,6 +228,17 @@ class MultiTask:
             heads.append(out[f"{t}_{task.report[0]}"])
         out["score"] = sum(heads) / len(heads)
         return out
+
+    def space(self, model: Any) -> SharedSpace | str:
+        """The space of the first of its tasks (in ``tasks`` order) whose head has one."""
+        cfg: MultiConfig = model.task_config
+        configs, reasons = cfg.configs(), []
+        for t in cfg.tasks:
+            found = TASKS.get(t).space(TaskView(model, t, configs[t]))
+            if isinstance(found, SharedSpace):
+                return found
+            reasons.append(f"{t}: {found}")
+        return "; ".join(reasons)
 
 
 TASKS.register(NAME, MultiTask())

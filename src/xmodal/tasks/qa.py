@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from xmodal.errors import ConfigError, DataError
-from xmodal.tasks.base import TASKS, column
+from xmodal.tasks.base import TASKS, SharedSpace, column, same_text
 from xmodal.tasks.heads import HeadConfig
 from xmodal.tasks.qa_heads import FusionHead, ZeroShotQA, padded
 
@@ -184,6 +184,12 @@ class QATask:
     def metrics(self, model: Any, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, Any]:
         groups = {k[len(GROUP):]: v for k, v in batch.items() if k.startswith(GROUP)}
         return qa_metrics(outputs["pred"], batch["answer"], groups)
+
+    def space(self, model: Any) -> SharedSpace | str:
+        """The zero-shot head's clip embedding; a trained fusion head has none."""
+        if isinstance(model.head, ZeroShotQA):
+            return SharedSpace(model.head.video, same_text)
+        return "its qa head fuses a clip with a question into answer scores, with no clip embedding"
 
 
 TASKS.register("qa", QATask())

@@ -21,7 +21,7 @@ from torch import nn
 from xmodal.engine import distributed
 from xmodal.engine.losses import clip_loss
 from xmodal.eval.metrics import retrieval_metrics
-from xmodal.tasks.base import TASKS, column
+from xmodal.tasks.base import TASKS, SharedSpace, column
 from xmodal.tasks.heads import HeadConfig, TemporalHead, VideoHead
 
 
@@ -139,6 +139,10 @@ class RetrieveTask:
         with torch.no_grad():
             text = model.head.text(model.encode_texts(batch["captions"])).float().cpu()
         return text_retrieval(outputs.float().cpu(), text, batch["captions"], batch["groups"])
+
+    def space(self, model: Any) -> SharedSpace | str:
+        """The clip embedding the head was trained to match captions with, and its text map."""
+        return SharedSpace(model.head.video, model.head.text)
 
 
 TASKS.register("retrieve", RetrieveTask())
