@@ -62,6 +62,29 @@ def test_embed_with_and_without_the_reading_thread_agree(tiny_lit, colour_manife
     paths = [r["path"] for r in csv.DictReader(colour_manifest.open())]
     kw = {"root": colour_manifest.parent, "batch_size": 5, "progress": False}
     ahead = embed(tiny_lit, "image", paths, prefetch=2, **kw)
-    inline = embed(tiny_lit, "image", paths, prefetch=0, **kw)
-    assert ahead.kept == inline.kept == list(range(len(paths)))
-    assert torch.equal(ahead.vectors, inline.vectors)
+    inline = embed(tiny_lit, "image", paths, prefetch=0, decode_threads=1, **kw)
+    pooled = embed(tiny_lit, "image", paths, prefetch=0, decode_threads=3, **kw)
+    assert ahead.kept == inline.kept == pooled.kept == list(range(len(paths)))
+    assert torch.equal(ahead.vectors, inline.vectors) and torch.equal(pooled.vectors, inline.vectors)
+
+
+def test_pooled_batches_keep_order_and_batch_sizes():
+    from xmodal.engine.prefetch import pooled_batches
+
+    for threads in (1, 3):
+        batches = list(pooled_batches(lambda i: i * i, 10, 4, threads))
+        assert batches == [[0, 1, 4, 9], [16, 25, 36, 49], [64, 81]]
+
+
+def test_pooled_batches_raise_the_loaders_error():
+    from xmodal.engine.prefetch import pooled_batches
+
+    def load(i: int) -> int:
+        if i == 5:
+            raise OSError("bad file 5")
+        return i
+
+    gen = pooled_batches(load, 8, 4, 2)
+    assert next(gen) == [0, 1, 2, 3]
+    with pytest.raises(OSError, match="bad file 5"):
+        next(gen)

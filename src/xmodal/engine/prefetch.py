@@ -3,14 +3,17 @@
 Pillow's decoders and resamplers and numpy's bulk operations release the GIL, so one thread that
 decodes batch ``i + 1`` while the model computes batch ``i`` takes the decoding off the critical path
 at the cost of one extra thread: no process start, no copy of every batch through shared memory,
-no second copy of the interpreter competing for the cores.
+no second copy of the interpreter competing for the cores. :func:`pooled_batches` instead decodes each
+batch with several threads just before the model runs it, so that decoding and compute take turns on
+every core (the default of ``xmodal.embed`` without worker processes).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterable, Iterator, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 _DONE = object()  # end-of-stream marker on the queue
@@ -57,3 +60,18 @@ def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     finally:
         stop.set()
         thread.join(timeout=5.0)
+
+
+def pooled_batches(load: Callable[[int], T], n: int, batch_size: int, threads: int) -> Iterator[list[T]]:
+    """Yield ``[load(i) for i in batch]`` for consecutive batches of ``range(n)``, each batch loaded by
+    ``threads`` threads at once just before it is yielded. Decoding and compute then alternate, each on
+    every core, instead of competing for the cores (a reading-ahead thread steals a core from every
+    matmul, and one late compute thread stalls the others at each barrier): on 2 cores this embeds a
+    real-size ViT-B/32 ~10% faster than :func:`prefetched` (``bench/encoder_throughput.py``)."""
+    if threads < 2:
+        for start in range(0, n, batch_size):
+            yield [load(i) for i in range(start, min(n, start + batch_size))]
+        return
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="xmodal-decode") as pool:
+        for start in range(0, n, batch_size):
+            yield list(pool.map(load, range(start, min(n, start + batch_size))))

@@ -12,7 +12,7 @@ from xmodal.engine.progress import progress as progress_bar
 
 from xmodal.engine.cache import to_device
 from xmodal.engine.precision import resolve_precision
-from xmodal.engine.prefetch import prefetched
+from xmodal.engine.prefetch import pooled_batches, prefetched
 from xmodal.errors import DataError
 from xmodal.modalities import MODALITIES
 
@@ -51,16 +51,16 @@ def embed(
     on_error: str = "raise",
     progress: bool = True,
     precision: str = "fp32",
-    prefetch: int = 2,
+    prefetch: int = 0,
+    decode_threads: int = 0,
 ) -> Embedded:
     """Embed ``items`` (file paths, relative to ``root``; strings for text) of ``modality``.
 
     ``on_error="raise"`` stops at the first bad file with a DataError naming it; ``"skip"`` counts and
-    lists bad files in ``Embedded.skipped`` and goes on. ``precision`` (auto|fp32|bf16|fp16, see
-    ``engine/precision.py``) is the autocast of the forward passes (below fp32, the linear and convolution
-    weights are cast once for the whole loop, not at every batch); the vectors come back fp32.
-    ``num_workers`` processes decode files ahead of the model, ``prefetch`` batches each; with none, one
-    thread decodes ``prefetch`` batches ahead (``prefetch=0``: decode in line, between batches)."""
+    lists bad files in ``Embedded.skipped``. ``precision``: auto|fp32|bf16|fp16 (``engine/precision.py``;
+    below fp32 the model is held in the low dtype for the loop); the vectors come back fp32. ``num_workers``
+    processes decode ahead of the model; with none, ``decode_threads`` threads (0: torch's thread count)
+    decode each batch in turn with the model, or with ``prefetch > 0`` one thread reads that many ahead."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error {on_error!r} is not 'raise' or 'skip'")
     spec = model.spec(modality)
@@ -72,7 +72,7 @@ def embed(
     vectors, kept, skipped = [], [], []
     model.eval()
     with torch.no_grad(), prec.inference_weights(model):
-        batches = prefetched(loader, prefetch) if num_workers == 0 and prefetch > 0 else loader
+        batches = _batches(data, loader, batch_size, num_workers, prefetch, decode_threads)
         for chunk in progress_bar(batches, progress, desc=f"embedding {modality}", leave=False, total=len(loader)):
             good = []
             for i, sample, error in chunk:
@@ -90,3 +90,14 @@ def embed(
                 kept.extend(i for i, _ in good)
     dim = model.embed_dim
     return Embedded(torch.cat(vectors) if vectors else torch.empty(0, dim), kept, skipped)
+
+
+def _batches(data: _Items, loader: DataLoader, batch_size: int, num_workers: int, prefetch: int,
+             decode_threads: int) -> Any:
+    """The decoded batches of ``data``: from the worker processes' loader, a reading-ahead thread, or a
+    pool of threads decoding each batch in turn with the model (see :func:`embed`)."""
+    if num_workers > 0:
+        return loader
+    if prefetch > 0:
+        return prefetched(loader, prefetch)
+    return pooled_batches(data.__getitem__, len(data), batch_size, decode_threads or torch.get_num_threads())
