@@ -133,69 +133,6 @@ def test_inference_weights_hold_the_model_in_bf16_and_put_fp32_back(tiny_lit, co
     for name, p in tiny_lit.named_parameters():
         assert p.data_ptr() == before[name][0] and torch.equal(p.data, before[name][1]), name
     paths = [r["path"] for r in csv.DictReader(colour_manifest.open())]
-    root = colour_manifest.parent
-    fp32 = embed(tiny_lit, "image", paths, root=root, precision="fp32", progress=False).vectors
-    bf16 = embed(tiny_lit, "image", paths, root=root, precision="bf16", progress=False).vectors
-    assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
-    assert torch.allclose(bf16.norm(dim=-1), torch.ones(len(paths)), atol=1e-5)
-    cos = (fp32 * bf16).sum(-1)
-    assert cos.min() >= 0.999
-    texts = ["a red square", "a green square", "a blue square"]
-    t32 = embed(tiny_lit, "text", texts, precision="fp32", progress=False).vectors
-    t16 = embed(tiny_lit, "text", texts, precision="bf16", progress=False).vectors
-    assert (t32 * t16).sum(-1).min() >= 0.999
-
-
-def test_embed_rejects_a_bad_precision(tiny_lit):
-    with pytest.raises(ConfigError):
-        embed(tiny_lit, "text", ["a red square"], precision="fp8", progress=False)
-
-
-def test_a_training_step_runs_under_bf16():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 4, generator=g)
-    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
-    loader = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
-    seen = []
-
-    def step(batch):
-        out = model(batch[0])
-        seen.append((torch.is_autocast_enabled("cpu"), out.dtype))
-        return {"loss": nn.functional.mse_loss(out.float(), batch[1])}
-
-    hist = fit(step, model, loader, FitConfig(epochs=10, lr=0.05, progress=False, verbose=False, precision="bf16"))
-    assert set(seen) == {(True, torch.bfloat16)}
-    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
-    assert hist.epochs[-1]["loss"] < 0.3 * hist.epochs[0]["loss"]
-
-
-def test_fit_rejects_a_bad_precision():
-    model = nn.Linear(2, 1)
-    loader = [(torch.randn(4, 2), torch.randn(4, 1))]
-    with pytest.raises(ConfigError, match="precision"):
-        fit(lambda b: {"loss": nn.functional.mse_loss(model(b[0]), b[1])}, model, loader,
-            FitConfig(epochs=1, progress=False, verbose=False, precision="fp8"))
-
-
-def test_inference_weights_give_autocast_results_and_put_fp32_back(tiny_lit, colour_manifest):
-    """bf16 inference casts linear/conv weights once instead of at every forward: the same embeddings as
-    autocast alone, fp32 out, and afterwards the very same fp32 weight tensors as before."""
-    batch = {"pixel_values": torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))}
-    prec = P.Precision("bf16", "cpu")
-    before = {name: (p.data_ptr(), p.data.clone()) for name, p in tiny_lit.named_parameters()}
-    tiny_lit.eval()
-    with torch.no_grad(), prec.autocast():
-        plain = tiny_lit.encode("image", batch).float()
-        with prec.inference_weights(tiny_lit):
-            cast = [p for p in tiny_lit.parameters() if p.dtype == torch.bfloat16]
-            once = tiny_lit.encode("image", batch).float()
-    assert cast, "no weight was held in bf16"
-    assert torch.allclose(once, plain, atol=1e-6)
-    for name, p in tiny_lit.named_parameters():
-        assert p.data_ptr() == before[name][0] and torch.equal(p.data, before[name][1]), name
-    paths = [r["path"] for r in csv.DictReader(colour_manifest.open())]
     fp32 = embed(tiny_lit, "image", paths, root=colour_manifest.parent, precision="fp32", progress=False).vectors
     bf16 = embed(tiny_lit, "image", paths, root=colour_manifest.parent, precision="bf16", progress=False).vectors
     assert bf16.dtype == torch.float32 and (fp32 * bf16).sum(-1).min() >= 0.999
