@@ -69,10 +69,14 @@ def namespace(vm: VideoModel, spec: Any) -> str:
     return digest(weights_digest(vm.base), vm.strategy, repr(vm.config), repr(spec)).hex()
 
 
+def clip_key(path: Path, spec: Any) -> bytes:
+    """The store key of the clip in ``path`` sampled and preprocessed by ``spec``: its file's content and ``spec``."""
+    return digest(file_digest(path), repr(spec))
+
+
 def clip_keys(clips: ClipSet) -> list[bytes]:
-    """The store key of each distinct clip of ``clips``: its file's content and the preprocessing."""
-    spec = repr(clips.spec)
-    return [digest(file_digest(resolve_path(clips.root, p)), spec) for p in clips.paths]
+    """The store key of each distinct clip of ``clips`` (:func:`clip_key`)."""
+    return [clip_key(resolve_path(clips.root, p), clips.spec) for p in clips.paths]
 
 
 def _keys(paths: Sequence[str], spec: Any, root: Path | None, on_error: str
@@ -83,7 +87,7 @@ def _keys(paths: Sequence[str], spec: Any, root: Path | None, on_error: str
     for p in paths:
         path = resolve_path(root, p)
         try:
-            keys.append(digest(file_digest(path), repr(spec)))
+            keys.append(clip_key(path, spec))
         except OSError as exc:
             if on_error == "raise":
                 raise DataError(path, f"cannot read the file ({exc.strerror or exc})") from None
@@ -149,13 +153,7 @@ def stored_inputs(vm: VideoModel, clips: ClipSet, batch_size: int, root: Path
     """``vm``'s cached inputs of every distinct clip, read from the store under ``root`` (clips not
     stored yet are encoded and added first), and how many clips were encoded."""
     store = FeatureStore(root / namespace(vm, clips.spec))
-    device = next(vm.parameters()).device
     vm.eval()
-
-    @torch.no_grad()
-    def encode(idx: list[int]) -> dict[str, Any]:
-        out = vm.inputs(clips.pixels[idx].to(device))
-        return {k: v.cpu() if k == "pixel_values" else v.float().cpu() for k, v in out.items()}
-
-    entries, encoded = fill(store, clip_keys(clips), encode, batch_size)
+    encode = _encoder(vm)
+    entries, encoded = fill(store, clip_keys(clips), lambda idx: encode(clips.pixels[idx]), batch_size)
     return {f: StoredRows(store, f, entries) for f in store.fields}, encoded

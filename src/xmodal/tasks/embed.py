@@ -58,15 +58,15 @@ def embed(
 
     ``on_error="raise"`` stops at the first bad file with a DataError naming it; ``"skip"`` counts and
     lists bad files in ``Embedded.skipped``. ``precision``: auto|fp32|bf16|fp16 (``engine/precision.py``;
-    below fp32 the model is held in the low dtype for the loop); the vectors come back fp32. ``num_workers``
-    processes decode ahead of the model; with none, ``decode_threads`` threads (0: torch's thread count)
-    decode each batch in turn with the model, or with ``prefetch > 0`` one thread reads that many ahead."""
+    below fp32 the model is held in the low dtype for the loop); vectors come back fp32. ``num_workers``
+    processes decode ahead (``prefetch`` > 0 batches each); with none, ``decode_threads`` threads (0: torch's
+    thread count) decode each batch in turn with the model, or with ``prefetch > 0`` one thread reads ahead."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error {on_error!r} is not 'raise' or 'skip'")
     spec = model.spec(modality)
     data = _Items(items, modality, spec, Path(root) if root is not None else None)
-    extra = {"prefetch_factor": max(1, prefetch), "persistent_workers": False} if num_workers > 0 else {}
-    loader = DataLoader(data, batch_size=batch_size, num_workers=num_workers, collate_fn=list, **extra)
+    ahead = {"prefetch_factor": prefetch} if num_workers > 0 and prefetch > 0 else {}  # else torch's default
+    loader = DataLoader(data, batch_size=batch_size, num_workers=num_workers, collate_fn=list, **ahead)
     device = next(model.parameters()).device
     prec = resolve_precision(precision, device)
     vectors, kept, skipped = [], [], []
