@@ -113,3 +113,17 @@ def test_duplicate_rows_are_counted_once_with_a_notice(colour_manifest, tiny_tex
     err = capsys.readouterr().err
     assert rc == 0 and f"{dup}: 3 duplicate row(s) dropped" in err
     assert json.loads((tmp_path / "zs" / "results.json").read_text())["n"] == 6
+
+
+def test_load_model_puts_the_model_on_the_ranks_device_under_torchrun(tiny_text_dir, tmp_path, monkeypatch):
+    """The CLI's one model loader: plain ``xmodal.load`` alone, on this rank's device under torchrun."""
+    import torch
+
+    from xmodal.cli.common import load_model
+    from xmodal.engine import distributed
+
+    folder = _tiny_lit_dir(tiny_text_dir, tmp_path)
+    assert next(load_model(folder).parameters()).device.type == "cpu"
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    monkeypatch.setattr(distributed, "device", lambda: torch.device("meta"))  # stands for a rank's GPU
+    assert next(load_model(folder).parameters()).device.type == "meta"

@@ -78,15 +78,6 @@ def start_run(args: argparse.Namespace, command: str, cfg: Any, data: dict[str, 
     seed_everything(seed)
 
 
-def load_model(name: str) -> Any:
-    """``xmodal.load(name)``, under torchrun on this rank's device (its GPU with NCCL)."""
-    from xmodal.api import load
-    from xmodal.engine import distributed
-
-    model = load(name)
-    return model.to(distributed.device()) if distributed.active() else model
-
-
 def only_main() -> bool:
     """Whether this process reports and writes the results (rank 0; always without torchrun)."""
     from xmodal.engine import distributed
@@ -103,11 +94,14 @@ def model_help(what: str = "model") -> str:
 
 
 def load_model(name: str) -> Any:
-    """``xmodal.load(name)``, transfer folders (``RUN/model``: their adapted video model) included."""
+    """``xmodal.load(name)``, transfer folders (``RUN/model``: their adapted video model) included; under
+    torchrun on this rank's device (its GPU with NCCL)."""
     import xmodal.strategies.embedder  # noqa: F401  (registers transfer folders with xmodal.load)
     from xmodal.api import load
+    from xmodal.engine import distributed
 
-    return load(name)
+    model = load(name)
+    return model.to(distributed.device()) if distributed.active() else model
 
 
 def needs_towers(name: str, command: str) -> None:
