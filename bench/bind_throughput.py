@@ -47,6 +47,14 @@ def usage() -> dict[str, float]:
             "faults": own.ru_minflt + kids.ru_minflt}
 
 
+def _known(cls: type, **options: object) -> dict:
+    """The ``options`` that are fields of the dataclass ``cls`` (the baseline checkout may predate some)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in options.items() if k in names}
+
+
 def child(args: argparse.Namespace) -> None:
     """One bind in this process; prints its figures as one JSON line."""
     import torch
@@ -63,10 +71,11 @@ def child(args: argparse.Namespace) -> None:
     rows = train[:: max(1, len(train) // args.clips)][: args.clips]  # every digit and speaker
     torch.manual_seed(0)
     model = xmodal.load("lit")
-    fit = FitConfig(epochs=args.epochs, lr=3e-3, progress=False, verbose=False, precision=args.precision)
+    fit = FitConfig(epochs=args.epochs, lr=3e-3, progress=False, verbose=False,
+                    **_known(FitConfig, precision=args.precision))  # an older --baseline-src may lack a field
+    align = AlignConfig(label_column="", batch_size=args.batch_size, fit=fit, **_known(AlignConfig, balance=True))
     cfg = BindConfig(encoder="audio_cnn", encoder_config=AUDIO_CNN, spec=AUDIO_SPEC, anchor="text",
-                     columns=("audio", "text"),
-                     align=AlignConfig(label_column="", balance=True, batch_size=args.batch_size, fit=fit))
+                     columns=("audio", "text"), align=align)
     with tempfile.TemporaryDirectory() as out:
         before, start = usage(), time.perf_counter()
         result = bind(model, rows, cfg, root=root, out=out)

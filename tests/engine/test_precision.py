@@ -148,3 +148,63 @@ def test_inference_weights_leave_training_and_fp32_alone():
     with torch.no_grad(), P.Precision("bf16", "cpu").inference_weights(model):
         assert model.weight.dtype == torch.bfloat16 and model.bias.dtype == torch.bfloat16
     assert model.weight.dtype == torch.float32
+
+
+def test_training_holds_frozen_weights_in_bf16_and_come_back_fp32_bit_for_bit():
+    """Under bf16 training the frozen parameters are held in bf16 (a norm with a trainable part stays fp32),
+    the trainable ones, their gradients and the optimizer's state stay fp32, the frozen weights come back
+    as the very same fp32 values, and the loss still falls."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.LayerNorm(16), nn.Tanh(), nn.Linear(16, 16), nn.LayerNorm(16),
+                          nn.Linear(16, 1))
+    for p in [*model[0].parameters(), *model[1].parameters(), model[4].weight]:
+        p.requires_grad_(False)  # frozen: the first linear, the first norm, the weight of the second norm
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = torch.tanh(x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]))
+    seen = []
+
+    def step(batch):
+        seen.append({n: p.dtype for n, p in model.named_parameters()})
+        return {"loss": nn.functional.mse_loss(model(batch[0]).float(), batch[1])}
+
+    hist = fit(step, model, [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)],
+               FitConfig(epochs=8, lr=0.02, progress=False, verbose=False, precision="bf16"))
+    low = {n for n, d in seen[0].items() if d == torch.bfloat16}
+    assert low == {"0.weight", "0.bias", "1.weight", "1.bias"}, low  # 4.weight: its norm has a trainable bias
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]) != p.requires_grad, n  # frozen: bit-identical; trainable: moved
+    assert hist.epochs[-1]["loss"] < 0.5 * hist.epochs[0]["loss"]
+
+
+def test_train_autocast_uses_the_math_attention_kernel_on_cpu_below_fp32():
+    """The CPU flash-attention backward is slow at bf16: a bf16 training forward on a CPU takes attention's
+    math kernel; fp32 and inference keep the default choice."""
+    default = torch.backends.cuda.flash_sdp_enabled()
+    with P.Precision("bf16", "cpu").train_autocast():
+        assert not torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
+        assert torch.is_autocast_enabled("cpu")
+    with P.Precision("fp32", "cpu").train_autocast():
+        assert torch.backends.cuda.flash_sdp_enabled() == default
+    with P.Precision("bf16", "cpu").autocast():
+        assert torch.backends.cuda.flash_sdp_enabled() == default
+    assert torch.backends.cuda.flash_sdp_enabled() == default
+
+
+def test_training_runs_patchifying_convolutions_in_fp32_on_cpu():
+    """A ViT's patch embedding (kernel = stride) runs in fp32 under bf16 training on a CPU (oneDNN's bf16
+    weight gradient of such a kernel is slow); an overlapping 3x3 convolution stays in bf16."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 4, 4), nn.Conv2d(8, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 4, 1))
+    seen = {}
+    for name, m in model.named_children():
+        m.register_forward_hook(lambda m, i, o, name=name: seen.update({name: (i[0].dtype, o.dtype)}))
+    prec = P.Precision("bf16", "cpu")
+    with prec.training(model), prec.train_autocast():
+        model(torch.randn(2, 3, 8, 8)).float().sum().backward()
+        assert torch.is_autocast_enabled("cpu")  # back on after the fp32 convolution
+    assert seen["0"] == (torch.float32, torch.float32)
+    assert seen["1"][1] == torch.bfloat16 and seen["3"][1] == torch.bfloat16
+    assert model[0].weight.grad.dtype == torch.float32 and model[0].weight.grad.abs().sum() > 0
+    assert not model[0]._forward_pre_hooks and len(model[0]._forward_hooks) == 1  # only this test's hook is left

@@ -201,3 +201,19 @@ def test_motion_stream_sees_frame_order(make_lit, clips):
     diffs = frame_differences(clips)
     assert torch.allclose(diffs[:, 1], clips[:, 2] - clips[:, 0]) and torch.allclose(diffs[:, 0], clips[:, 1] - clips[:, 0])
     assert torch.allclose(frame_differences(clips.flip(1)), -diffs.flip(1))  # played backwards: the stream flips sign
+
+
+@pytest.mark.parametrize("strategy,task", PAIRS)
+def test_trains_at_bf16_and_keeps_every_weight_fp32(strategy, task, make_lit, clips):
+    """At bf16 the frozen base is held in bf16 while it trains: every pair still trains only its own
+    parameters, to finite outputs, and leaves every weight fp32 with the frozen ones bit-identical."""
+    vm, data = _made(make_lit(), strategy, task, clips)
+    before = {n: p.detach().clone() for n, p in vm.named_parameters()}
+    inputs = {k: v.detach() for k, v in clip_inputs(vm, data, 8).items()}
+    if vm.trains:
+        fit(training_step(vm, data, inputs), vm, [torch.arange(len(data))] * 2,
+            FitConfig(epochs=1, lr=1e-2, progress=False, verbose=False, warmup_ratio=0, precision="bf16"))
+    assert all(p.dtype == torch.float32 for p in vm.parameters())
+    changed = {n for n, p in vm.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert changed <= {n for n, p in vm.named_parameters() if p.requires_grad}
+    assert finite(_outputs(vm.eval(), data)[0])

@@ -113,7 +113,8 @@ def fit(
             break
         if on_epoch_start:
             on_epoch_start(epoch)
-        record = _train_epoch(replica, model, loader, optimizer, scheduler, cfg, epoch, run, history)
+        with resolve_precision(cfg.precision, next(model.parameters()).device).training(model):
+            record = _train_epoch(replica, model, loader, optimizer, scheduler, cfg, epoch, run, history)
         history.train_seconds += record["train_seconds"]
         record.update(evaluate() if evaluate is not None else {})
         history.epochs.append(record)
@@ -227,7 +228,7 @@ def _forward_backward(replica: distributed.Replica, batch: Any, precision: Any, 
     averaged over the ranks at the backward of the batch an optimizer step follows (``stepping``); the
     loss is divided by ``group``, the batches of its optimizer step."""
     with replica.accumulating(not stepping):
-        with precision.autocast():
+        with precision.train_autocast():
             out = replica.step(batch)
         scaler.scale(out["loss"] / group).backward()
     return out
