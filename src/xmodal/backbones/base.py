@@ -158,6 +158,10 @@ class XModel(nn.Module):
             return _norm(per_frame(lambda b: self.encode(source, b), batch).mean(1))
         return self.tower(modality)(batch)
 
+    def as_towers(self) -> "XModel":
+        """Its towers as an XModel (see :class:`TowerSource`): itself."""
+        return self
+
     def project(self, modality: str, embeddings: torch.Tensor) -> torch.Tensor:
         """``modality``'s tower embeddings through its projection, re-normalised (as they are without one)."""
         if modality not in self.projections:
@@ -202,6 +206,16 @@ class XModel(nn.Module):
             raise CheckpointError(f"{path}: cannot rebuild the {meta['backbone']} model ({exc})") from None
         load_weights(model, path / WEIGHTS_FILE)
         return model
+
+
+@runtime_checkable
+class TowerSource(Protocol):
+    """A model whose towers can be added to (``xmodal.bind``): an XModel (itself), or a model that puts its
+    own encoding paths into towers of an XModel (a transferred video model: its adapted towers, frozen)."""
+
+    def as_towers(self) -> XModel:
+        """Its towers, as an XModel sharing their modules (a new tower added to it leaves them as they are)."""
+        ...
 
 
 def _norm(x: torch.Tensor) -> torch.Tensor:
