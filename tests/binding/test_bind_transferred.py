@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,7 @@ def _lit(text_dir: Path):
 
 def _transfer(text_dir: Path, out: Path, strategy: str, task: str, **options) -> Path:
     """A saved transfer of a tiny LiT (no training: the strategy's and head's weights are moved off their
-    start, so that they change every embedding) in ``out/model``, its base in ``out/base``."""
+    start, so that they change every embedding) in ``out/model``, its base in ``out/base`` (named relatively)."""
     rows = [{"path": "a.mp4", "label": c, "caption": c} for c in ("red", "blue")]
     t = TASKS.get(task)
     vm = build(_lit(text_dir), TransferConfig(task=task, strategy=strategy, options=options),
@@ -58,8 +59,8 @@ def _transfer(text_dir: Path, out: Path, strategy: str, task: str, **options) ->
         for p in vm.parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
-    base = _lit(text_dir).save_pretrained(out / "base")
-    return save_transfer(vm.eval(), out / "model", base)
+    _lit(text_dir).save_pretrained(out / "base")
+    return save_transfer(vm.eval(), out / "model", "../base")  # relative: the two folders move together
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,9 @@ def _encode(model, batches) -> dict[str, torch.Tensor]:
 
 
 def test_bind_to_a_transferred_video_tower_trains_only_the_new_tower_and_reloads(run, pairs, tmp_path):
-    transferred = xmodal.load(run)
+    copy = tmp_path / "copy"  # the transfer folder and its base, removed before the bound model reloads
+    shutil.copytree(run.parent, copy)
+    transferred = xmodal.load(copy / run.name)
     assert isinstance(transferred, TransferredModel)
     batches = _batches(transferred)
     before = _encode(transferred, batches)
@@ -125,6 +128,7 @@ def test_bind_to_a_transferred_video_tower_trains_only_the_new_tower_and_reloads
     for m in before:  # ... nor its embeddings, which the bound model gives as they are (normalised once more)
         torch.testing.assert_close(after[m], before[m], atol=0, rtol=0)
         torch.testing.assert_close(_encode(bound, {m: batches[m]})[m], before[m], atol=1e-6, rtol=0)
+    shutil.rmtree(copy)
     again = xmodal.load(tmp_path / "bound" / "model").eval()  # the transferred towers and the audio tower
     assert again.backbone == "bound" and set(again.modalities) >= {"video", "image", "text", "audio"}
     for m, vectors in _encode(again, batches).items():
