@@ -159,7 +159,8 @@ def test_bind_to_the_transferred_text_side_from_the_cli_then_search_audio_by_tex
     ix = tmp_path / "ix"
     wavs = sorted(str(p) for p in pairs.parent.glob("*.wav"))
     # one index of the clips (through the transferred video path) and the sounds (through the bound tower)
-    assert main(["index", str(pairs.parent), "--model", str(tmp_path / "b" / "model"), "--out", str(ix), "--no-progress"]) == 0
+    bound_dir = str(tmp_path / "b" / "model")
+    assert main(["index", str(pairs.parent), "--model", bound_dir, "--out", str(ix), "--no-progress"]) == 0
     assert "embedded 16" in capsys.readouterr().out
     assert main(["search", str(ix), "a red thing", "-k", "3", "--json", "--modality", "audio"]) == 0
     hits = json.loads(capsys.readouterr().out)

@@ -96,7 +96,7 @@ def model_help(what: str = "model") -> str:
 def load_model(name: str) -> Any:
     """``xmodal.load(name)``, transfer folders (``RUN/model``: their adapted video model) included; under
     torchrun on this rank's device (its GPU with NCCL)."""
-    import xmodal.strategies.embedder  # noqa: F401  (registers transfer folders with xmodal.load)
+    import xmodal.strategies.embedder  # noqa: F401  (registers transfer folders with xmodal.load, and their towers)
     from xmodal.api import load
     from xmodal.engine import distributed
 
