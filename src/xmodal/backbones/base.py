@@ -257,6 +257,10 @@ def load_weights(model: nn.Module, file: Path, strict: bool = True) -> None:
         raise CheckpointError(f"{file}: unreadable or truncated weights ({exc})") from None
     except RuntimeError as exc:  # shape mismatch
         raise CheckpointError(f"{file}: weights do not fit the model ({str(exc).splitlines()[0]})") from None
+    # a module shared by several towers (a transferred model's paths) has one name per tower, and the file holds
+    # one of them; safetensors calls the others "unexpected" when a BatchNorm under them put its counter back
+    # under their name: a name of the model itself is never unexpected
+    unexpected = [k for k in unexpected if k not in model.state_dict()]
     if strict and (missing or unexpected):
         raise CheckpointError(
             f"{file}: weights do not match the model: missing {sorted(missing)[:5]}, "
