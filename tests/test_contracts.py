@@ -170,6 +170,17 @@ def _bound(text_dir: Path, encoder: str, config: dict[str, Any]) -> XModel:
     return add_tower(base, "audio", Tower("audio", net, base.embed_dim), spec, record)
 
 
+def _transferred(text_dir: Path) -> XModel:
+    """The adapted towers of a LoRA retrieval transfer of a tiny LiT (what ``xmodal bind --model RUN/model`` adds to)."""
+    from xmodal.strategies.embedder import TransferredModel
+    from xmodal.strategies.train import TransferConfig, build
+
+    torch.manual_seed(0)
+    base = xmodal.load("lit", text_model=str(text_dir), num_frames=2, vision=VIT)
+    vm = build(base, TransferConfig(task="retrieve", strategy="lora", options={"rank": 2}), {})
+    return TransferredModel(vm.eval()).as_towers()
+
+
 CASES: dict[str, tuple[str, Callable[[Path, Path], XModel]]] = {  # case -> (backbone, builder(text dir, tmp))
     "lit-vit": ("lit", lambda text, tmp: _lit(text, VIT)),
     "lit-convnet": ("lit", lambda text, tmp: _lit(text, CONVNET)),
@@ -178,7 +189,9 @@ CASES: dict[str, tuple[str, Callable[[Path, Path], XModel]]] = {  # case -> (bac
     "bound-audio_transformer": ("bound", lambda text, tmp: _bound(text, "audio_transformer",
                                                                    {"width": 16, "depth": 1, "heads": 2})),
     "bound-audio_cnn": ("bound", lambda text, tmp: _bound(text, "audio_cnn", {"width": 8, "depth": 2})),
+    "transferred-lora": ("transferred", lambda text, tmp: _transferred(text)),
 }
+NO_BLOCKS = {"lit-convnet", "transferred-lora"}  # a ConvNet; a transferred path, used as it is
 
 
 def test_every_backbone_has_a_tower_case() -> None:
@@ -191,6 +204,9 @@ def _batch(model: XModel, modality: str) -> dict[str, torch.Tensor]:
         return {"pixel_values": torch.randn(2, 3, spec.size, spec.size, generator=torch.Generator().manual_seed(0))}
     if modality == "text":
         return MODALITIES.get("text").collate(["a photo of a cat", "a dog"], spec)
+    if modality == "video":  # a tower of its own (a transferred model's adapted video path)
+        size = spec.image.size
+        return {"pixel_values": torch.rand(2, spec.num_frames, 3, size, size, generator=torch.Generator().manual_seed(0))}
     from xmodal.modalities.audio import audio_frames
 
     return {"input_features": torch.randn(2, spec.n_mels, audio_frames(spec)) - 4}
@@ -249,7 +265,7 @@ def test_towers_declare_their_insides(case: str, tiny_text_dir: Path, tmp_path: 
     for name, tower in model.towers.items():
         _check_tower(name, tower, model)
     image = model.tower("image")
-    assert bool(image.blocks()) == (case != "lit-convnet")
+    assert bool(image.blocks()) == (case not in NO_BLOCKS)
     if case.startswith("bound-audio_transformer"):
         assert len(model.tower("audio").blocks()) == 1
 

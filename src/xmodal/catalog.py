@@ -65,6 +65,7 @@ REGISTRIES: dict[str, Registry[Any]] = {kind: k.registry for kind, k in KINDS.it
 BY_REFERENCE: dict[str, str] = {  # backbones ``xmodal.load`` does not build from their name alone, and how to load them
     "hf_clip": "loaded by hub name or folder, e.g. load('openai/clip-vit-base-patch32')",
     "bound": "written by `xmodal bind`; loaded from its checkpoint folder",
+    "transferred": "the base of what `xmodal bind --model RUN/model` writes; loaded from that checkpoint folder",
 }
 
 

@@ -15,6 +15,7 @@ from torch import nn
 from PIL import Image
 
 import xmodal
+import xmodal.strategies  # noqa: F401  (registers the ``transferred`` backbone)
 from xmodal.backbones.base import BACKBONES, Backbone, XModel
 from xmodal.modalities import MODALITIES
 from xmodal.modalities.video import write_video
@@ -39,7 +40,23 @@ def _bound(folders: dict[str, Path]) -> XModel:
     return add_tower(base, "audio", Tower("audio", net, base.embed_dim), spec, record)
 
 
-TINY: dict[str, Callable[[dict[str, Path]], XModel]] = {"lit": _lit, "hf_clip": _hf_clip, "bound": _bound}
+def _transferred(folders: dict[str, Path]) -> XModel:
+    """The adapted towers of a LoRA retrieval transfer (``xmodal bind --model RUN/model`` binds to them)."""
+    from xmodal.strategies.embedder import TransferredModel
+    from xmodal.strategies.train import TransferConfig, build
+
+    vision = {"arch": "vit", "width": 16, "depth": 2, "image_size": 16, "patch_size": 8, "heads": 2}
+    base = xmodal.load("lit", text_model=str(folders["text"]), num_frames=2, vision=vision)
+    vm = build(base, TransferConfig(task="retrieve", strategy="lora", options={"rank": 2}), {})
+    with torch.no_grad():  # LoRA's B starts at zero: move it, so that the saved towers are not the base's
+        for p in vm.parameters():
+            if p.requires_grad:
+                p.add_(0.05)
+    return TransferredModel(vm.eval()).as_towers()
+
+
+TINY: dict[str, Callable[[dict[str, Path]], XModel]] = {"lit": _lit, "hf_clip": _hf_clip, "bound": _bound,
+                                                        "transferred": _transferred}
 
 
 def _items(modality: str, tmp: Path) -> list[Any]:

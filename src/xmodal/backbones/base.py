@@ -158,6 +158,10 @@ class XModel(nn.Module):
             return _norm(per_frame(lambda b: self.encode(source, b), batch).mean(1))
         return self.tower(modality)(batch)
 
+    def as_towers(self) -> "XModel":
+        """Its towers as an XModel (see :class:`TowerSource`): itself."""
+        return self
+
     def project(self, modality: str, embeddings: torch.Tensor) -> torch.Tensor:
         """``modality``'s tower embeddings through its projection, re-normalised (as they are without one)."""
         if modality not in self.projections:
@@ -204,6 +208,16 @@ class XModel(nn.Module):
         return model
 
 
+@runtime_checkable
+class TowerSource(Protocol):
+    """A model whose towers can be added to (``xmodal.bind``): an XModel (itself), or a model that puts its
+    own encoding paths into towers of an XModel (a transferred video model: its adapted towers, frozen)."""
+
+    def as_towers(self) -> XModel:
+        """Its towers, as an XModel sharing their modules (a new tower added to it leaves them as they are)."""
+        ...
+
+
 def _norm(x: torch.Tensor) -> torch.Tensor:
     return nn.functional.normalize(x, dim=-1)
 
@@ -243,6 +257,10 @@ def load_weights(model: nn.Module, file: Path, strict: bool = True) -> None:
         raise CheckpointError(f"{file}: unreadable or truncated weights ({exc})") from None
     except RuntimeError as exc:  # shape mismatch
         raise CheckpointError(f"{file}: weights do not fit the model ({str(exc).splitlines()[0]})") from None
+    # a module shared by several towers (a transferred model's paths) has one name per tower, and the file holds
+    # one of them; safetensors calls the others "unexpected" when a BatchNorm under them put its counter back
+    # under their name: a name of the model itself is never unexpected
+    unexpected = [k for k in unexpected if k not in model.state_dict()]
     if strict and (missing or unexpected):
         raise CheckpointError(
             f"{file}: weights do not match the model: missing {sorted(missing)[:5]}, "

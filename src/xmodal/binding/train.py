@@ -1,6 +1,8 @@
 """``xmodal.bind``: train a tower for a new modality against a frozen anchor tower.
 
-Every parameter of the given model stays as it is; the new tower trains, with the anchor's embeddings
+The given model is an XModel or anything that puts its encoding paths into one
+(``backbones.base.TowerSource``: a transferred video model, ``strategies/embedder.py``). Every parameter
+of the given model stays as it is; the new tower trains, with the anchor's embeddings
 computed once by the alignment cache (``alignment/train.py``), together with what a bind may add on
 the anchor side: a projection after an anchor whose items are strings (a text head, as in LiT's
 ablations and CLAP: the text trunk stays locked) and the bound model's own temperature. Positives are
@@ -20,7 +22,7 @@ from typing import Any, Sequence
 import torch
 
 from xmodal.alignment.train import AlignConfig, AlignResult, align
-from xmodal.backbones.base import XModel
+from xmodal.backbones.base import TowerSource
 from xmodal.backbones.bound import add_tower
 from xmodal.config import from_dict
 from xmodal.encoders.base import Tower, build_encoder, encoder_config
@@ -104,15 +106,20 @@ def bind(
 ) -> AlignResult:
     """Bind ``cfg.modality`` to the frozen ``cfg.anchor`` tower of ``model`` on paired manifest rows.
 
+    ``model`` is an XModel or a transferred model (``xmodal.load("RUN/model")``): then the anchor is one of
+    its adapted towers (a clip through the adapted video tower, its temporal head and the task head's
+    embedding; a text through the strategy's text side and the head's text map), frozen like any anchor.
+
     Returns an AlignResult whose ``model`` is the bound XModel (the input model's towers plus the new
     one, and the anchor's projection when one trained). With ``val_rows`` each epoch logs zero-shot
     top-1 (text anchor, rows with labels) or retrieval R@1 of new modality -> anchor; with ``out``,
     training resumes from ``out`` and the model is saved to ``out/model``."""
     cfg = cfg or BindConfig()
     check_config(cfg)
-    if not isinstance(model, XModel):
-        raise ConfigError(f"bind adds a tower to a model of towers (an XModel), not to a {type(model).__name__} "
-                          "(a transferred video model: bind to its base model)")
+    if not isinstance(model, TowerSource):
+        raise ConfigError(f"bind adds a tower to a model of towers (an XModel or a transferred model), not to a "
+                          f"{type(model).__name__}")
+    model = model.as_towers()  # a transferred model: its adapted towers, in the space of its task head
     model.tower(cfg.anchor)  # a ConfigError naming the towers there are
     torch.manual_seed(cfg.align.seed)
     net, spec, record = build_encoder(cfg.encoder, cfg.encoder_config, cfg.spec)

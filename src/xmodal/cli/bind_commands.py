@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from xmodal.cli.common import (build_config, fit_overrides, given, held_out_rows, load_model, manifest_args, model_help,
-                               needs_towers, only_main, print_history, print_skipped, read_rows, start_run,
-                               training_args)
+                               only_main, print_history, print_skipped, read_rows, start_run,
+                               training_args, transferred_now)
 from xmodal.cli.listing import list_action, registry_option
 
 
@@ -29,7 +29,9 @@ def _levels(text: str) -> list[float]:
 
 # ---------------------------------------------------------------- bind
 def bind_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help=model_help("the model holding the anchor tower"))
+    p.add_argument("--model", required=True,
+                   help=model_help("the model holding the anchor tower") + ", or a transfer folder (RUN/model: its adapted "
+                   "towers, frozen; its head must embed, e.g. --task retrieve)")
     manifest_args(p, "paired manifest (CSV/JSONL); rows with split 'train' if it has a split column", "val",
                   "run folder: log.jsonl, resumable state, model/")
     registry_option(p, "--modality", "modalities", "the new modality (default audio)")
@@ -45,7 +47,6 @@ def bind(args: argparse.Namespace) -> int:
     from xmodal.binding.train import BindConfig, check_config
     from xmodal.binding.train import bind as run_bind
 
-    needs_towers(args.model, "bind")
     base = given(args, "modality", "encoder", "anchor")
     if args.columns:
         base["columns"] = _names(args.columns)
@@ -58,10 +59,12 @@ def bind(args: argparse.Namespace) -> int:
         base["align"] = align
     cfg = build_config(BindConfig, args, base)
     check_config(cfg)
+    transferred = transferred_now(args.model)
     train, root = read_rows(args.train, "train")
     val = held_out_rows(args, "val")
     start_run(args, "bind", cfg, {"train": (train, root), "val": (val, root)}, cfg.align.seed, model=args.model)
-    result = run_bind(load_model(args.model), train, cfg, val_rows=val, root=root, out=args.out)
+    model = transferred if transferred is not None else load_model(args.model)
+    result = run_bind(model, train, cfg, val_rows=val, root=root, out=args.out)
     if not only_main():
         return 0
     print_history(result.history)

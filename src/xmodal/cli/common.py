@@ -96,7 +96,7 @@ def model_help(what: str = "model") -> str:
 def load_model(name: str) -> Any:
     """``xmodal.load(name)``, transfer folders (``RUN/model``: their adapted video model) included; under
     torchrun on this rank's device (its GPU with NCCL)."""
-    import xmodal.strategies.embedder  # noqa: F401  (registers transfer folders with xmodal.load)
+    import xmodal.strategies.embedder  # noqa: F401  (registers transfer folders with xmodal.load, and their towers)
     from xmodal.api import load
     from xmodal.engine import distributed
 
@@ -104,16 +104,25 @@ def load_model(name: str) -> Any:
     return model.to(distributed.device()) if distributed.active() else model
 
 
+def transferred_now(name: str) -> Any:
+    """A transfer folder ``name`` loaded now, so that one whose head only classifies is refused (one line) before
+    any data is read or run folder written; None for other models (loaded after the run's seeding, which a new
+    model's weights depend on)."""
+    from xmodal.strategies.checkpoint import is_transfer
+
+    return load_model(name) if is_transfer(name) else None
+
+
 def needs_towers(name: str, command: str) -> None:
     """Refuse, in one line naming its base, a transfer folder as ``--model`` of a command that trains towers of
-    a base model (align, bind, transfer): call it before any data is read."""
+    a base model (align, transfer): call it before any data is read."""
     from xmodal.errors import ConfigError
     from xmodal.strategies.checkpoint import is_transfer, read_transfer_meta
 
     if is_transfer(name):
         base = read_transfer_meta(Path(name)).get("base", "")
         raise ConfigError(f"--model {name}: {command} trains towers of a base model and this is a transferred video model "
-                          f"(index, search, serve and zeroshot take it); give {command} its base model: {base}")
+                          f"(index, search, serve, zeroshot and bind take it); give {command} its base model: {base}")
 
 
 def build_config(cls: type, args: argparse.Namespace, base: dict[str, Any]) -> Any:
