@@ -47,6 +47,12 @@ def precision_arg(p: argparse.ArgumentParser) -> None:
                         "bf16, else fp32), bf16, or fp16 (GPU only, with loss scaling)")
 
 
+def replicas_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--replicas", type=int,
+                   help="CPU: worker processes that each decode and embed whole batches on one thread, the model "
+                        "shared (multi-instance inference; about one per core; default 1: every core on each batch)")
+
+
 def manifest_args(p: argparse.ArgumentParser, train: str, held_out: str, out: str) -> None:
     """``--train MANIFEST``, ``--val`` or ``--test MANIFEST`` (``held_out``) and ``--out RUN``."""
     p.add_argument("--train", required=True, help=train)

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from xmodal.cli.common import column, load_model, model_help, no_progress_arg, precision_arg, print_skipped, read_rows
+from xmodal.cli.common import (column, load_model, model_help, no_progress_arg, precision_arg, print_skipped, read_rows,
+                               replicas_arg)
 from xmodal.cli.index_commands import backend_arg
 from xmodal.cli.listing import registry_option
 
@@ -23,6 +24,7 @@ def embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise")
     backend_arg(p)
     precision_arg(p)
+    replicas_arg(p)
     no_progress_arg(p)
 
 
@@ -40,7 +42,7 @@ def embed(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model = with_backend(load_model(args.model), args.backend, out / "onnx")
     res = run_embed(model, args.modality, items, root=root, batch_size=args.batch_size, on_error=args.on_error,
-                    progress=not args.no_progress, precision=args.precision or "fp32")
+                    progress=not args.no_progress, precision=args.precision or "fp32", replicas=args.replicas or 1)
     np.save(out / "vectors.npy", res.vectors.numpy().astype(np.float32))
     kept = [items[i] for i in res.kept]
     (out / "items.json").write_text(json.dumps({"model": args.model, "modality": args.modality, "backend": args.backend,

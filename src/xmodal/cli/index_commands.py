@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from xmodal.cli.common import build_config, config_args, given, no_progress_arg, precision_arg
+from xmodal.cli.common import build_config, config_args, given, no_progress_arg, precision_arg, replicas_arg
 from xmodal.errors import ConfigError
 from xmodal.index.ann import APPROXIMATE, AnnConfig
 
@@ -48,6 +48,7 @@ def index_args(p: argparse.ArgumentParser) -> None:
                         + "; ".join(f"{k}: {v}" for k, v in APPROXIMATE.items()))
     p.add_argument("--batch-size", type=int, help="files per forward pass (default 32)")
     precision_arg(p)
+    replicas_arg(p)
     no_progress_arg(p)
     config_args(p)
 
@@ -69,7 +70,7 @@ def index(args: argparse.Namespace) -> int:
         idx.close()  # (the store's write-ahead log goes into index.sqlite: the folder is complete on its own)
         return 0
     base: dict[str, Any] = {"progress": not args.no_progress, "prune": args.prune,
-                            **given(args, "shard", "workers", "batch_size", "precision")}
+                            **given(args, "shard", "workers", "batch_size", "precision", "replicas")}
     cfg = build_config(BuildConfig, args, base)
     model = args.model
     if _ranks() > 1 and not args.shard:

@@ -37,6 +37,7 @@ SLEEP_ENV = "XMODAL_INDEX_TEST_SLEEP"  # test hook: seconds to sleep after each 
 class BuildConfig:
     batch_size: int = 32  # files per forward pass of a tower
     workers: int = 0  # DataLoader worker processes decoding files in parallel (0 = in this process)
+    replicas: int = 1  # CPU: worker processes that each decode and embed whole batches on one thread (1 = off)
     chunk: int = 256  # files embedded per committed transaction (a kill loses at most one chunk)
     shard: str = ""  # "i/n": index only the i-th of n disjoint parts of the files ("" = all)
     progress: bool = True  # show a progress bar with files/s
@@ -245,7 +246,7 @@ def _embed_chunk(store: Store, model: Any, rows: list[Row], cfg: BuildConfig, re
 
     modality = rows[0].modality
     out = embed(model, modality, [r.path for r in rows], batch_size=cfg.batch_size, num_workers=cfg.workers,
-                on_error="skip", progress=False, precision=cfg.precision)
+                on_error="skip", progress=False, precision=cfg.precision, replicas=cfg.replicas)
     report.skipped.extend(out.skipped)
     kept = [rows[i] for i in out.kept]
     for r in kept:
