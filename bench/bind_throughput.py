@@ -74,8 +74,8 @@ def child(args: argparse.Namespace) -> None:
     fit = FitConfig(epochs=args.epochs, lr=3e-3, progress=False, verbose=False,
                     **_known(FitConfig, precision=args.precision))  # an older --baseline-src may lack a field
     align = AlignConfig(label_column="", batch_size=args.batch_size, fit=fit, **_known(AlignConfig, balance=True))
-    cfg = BindConfig(encoder="audio_cnn", encoder_config=AUDIO_CNN, spec=AUDIO_SPEC, anchor="text",
-                     columns=("audio", "text"), align=align)
+    tower = {} if args.cli_defaults else {"encoder_config": AUDIO_CNN, "spec": AUDIO_SPEC}
+    cfg = BindConfig(encoder="audio_cnn", anchor="text", columns=("audio", "text"), align=align, **tower)
     with tempfile.TemporaryDirectory() as out:
         before, start = usage(), time.perf_counter()
         result = bind(model, rows, cfg, root=root, out=out)
@@ -92,7 +92,7 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
     env.update(PYTHONPATH=src, XMODAL_MALLOC=malloc, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     cmd = [sys.executable, __file__, "--child", "--precision", precision, "--data", args.data,
            "--clips", str(args.clips), "--epochs", str(args.epochs), "--threads", str(args.threads),
-           "--batch-size", str(args.batch_size)]
+           "--batch-size", str(args.batch_size)] + (["--cli-defaults"] if args.cli_defaults else [])
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{name}: failed\n{done.stderr[-3000:]}")
@@ -116,6 +116,9 @@ def main() -> None:
     p.add_argument("--baseline-src", default="", help="another checkout's src/ run as the 'main' setting")
     p.add_argument("--settings", default="main,system,tuned,auto", help="comma-separated: " + ", ".join(SETTINGS))
     p.add_argument("--repeats", type=int, default=1, help="rounds over the settings, interleaved (all rows printed)")
+    p.add_argument("--cli-defaults", action="store_true",
+                   help="the audio tower and front end of a plain `xmodal bind` (audio_cnn width 32, 16 kHz, 64 mels, "
+                        "clips padded to 4 s) instead of audio_text_bench's small ones (width 16, 8 kHz, 40 mels, 1 s)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = p.parse_args()
