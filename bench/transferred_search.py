@@ -47,6 +47,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--dense-clips", type=int, default=0, help="dense test world clips per motion (0 = none)")
     p.add_argument("-k", type=int, default=10, help="top-k (default 10)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--patience", type=int, default=10, help="early-stopping patience, epochs (default 10)")
     p.add_argument("--precision", default="fp32", help="transfer training precision: fp32|auto|bf16 (default fp32)")
     return p.parse_args()
 
@@ -103,7 +104,7 @@ def transfer_run(out: Path, base: str, train_world: Path, world: Path, args: arg
     test = [dict(r, path=str(world / r["path"])) for r in xmodal.read_manifest(world / "videos.csv") if r["split"] == "test"]
     cfg = xmodal.TransferConfig(task="retrieve", strategy=args.strategy, options=apply_overrides({}, args.option),
                                 task_options={"match_columns": list(TRIPLE)}, batch_size=64, lr=args.lr,
-                                fit=FitConfig(epochs=args.epochs, lr=3e-3, patience=10, restore_best=True, weight_decay=0.01,
+                                fit=FitConfig(epochs=args.epochs, lr=3e-3, patience=args.patience, restore_best=True, weight_decay=0.01,
                                               max_minutes=args.minutes, progress=False, verbose=False,
                                               precision=args.precision))
     t0 = time.perf_counter()

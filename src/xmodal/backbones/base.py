@@ -185,7 +185,7 @@ class XModel(nn.Module):
             "embed_dim": self.embed_dim,
         }
         tmp = path / (WEIGHTS_FILE + ".tmp")
-        save_model(self, str(tmp))
+        save_model(self, str(tmp), force_contiguous=True)  # (channels-last convolution weights)
         tmp.replace(path / WEIGHTS_FILE)
         (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         return path

@@ -42,9 +42,13 @@ class AudioCNN(Blockless, nn.Module):
         self.stages = nn.ModuleList(_conv2d_stage(a, b) for a, b in zip([1] + widths[:-1], widths))
         self.drop = nn.Dropout(cfg.dropout)
         self.out_dim = widths[-1]
+        # channels-last convolutions, batch norms and pools: on a CPU a training step at batch 64 over 4-second
+        # log-mels ran 1.6-2.2 s against 2.5-2.8 s at bf16, 3.9-5.1 against 4.7-5.4 s at fp32 (one thread; one
+        # ad-hoc A/B, 3 rounds). Checkpoints store the weights contiguous, as ever.
+        self.to(memory_format=torch.channels_last)
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = standardize(x, (1, 2)).unsqueeze(1)  # [B, 1, mels, frames]
+        x = standardize(x, (1, 2)).unsqueeze(1).contiguous(memory_format=torch.channels_last)  # [B, 1, mels, frames]
         feats = []
         for stage in self.stages:
             x = stage(x)

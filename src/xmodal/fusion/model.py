@@ -100,7 +100,7 @@ class FusionClassifier(nn.Module):
 
         for m, rec in self.records.items():
             ENCODERS.get(rec["encoder"]).save_assets(self.encoders[m], path / "assets" / m)
-        save_model(self, str(path / "model.safetensors"))
+        save_model(self, str(path / "model.safetensors"), force_contiguous=True)
         (path / FUSION_FILE).write_text(json.dumps(meta, indent=2))
         return path
 
