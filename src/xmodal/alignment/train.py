@@ -29,6 +29,7 @@ from xmodal.engine.cache import FeatureCache, to_device
 from xmodal.engine.diagnostics import collapse, spread
 from xmodal.engine.fit import FitConfig, History, fit, precise_batchnorm
 from xmodal.engine.losses import LOSSES
+from xmodal.engine.precision import resolve_precision
 from xmodal.errors import ConfigError
 from xmodal.modalities import MODALITIES
 from xmodal.tasks.prompts import PROMPTS
@@ -197,8 +198,10 @@ def _watch(model: Any, cfg: AlignConfig, warnings: list[str]) -> Callable[[dict[
 def _probe(model: Any, data: Any, encode: Callable[[str, str, dict[str, Any]], torch.Tensor], cfg: AlignConfig
            ) -> Callable[[], dict[str, float]]:
     """``{"eval_cos_<m>", "eval_rank_<m>"}`` of a fixed batch of training rows in evaluation mode: what
-    zero-shot and retrieval will see (BatchNorm's running statistics, no dropout, no augmentation)."""
+    zero-shot and retrieval will see (BatchNorm's running statistics, no dropout, no augmentation), at the
+    run's precision."""
     index = probe_rows(len(data), cfg.batch_size)
+    precision = resolve_precision(cfg.fit.precision, next(model.parameters()).device)
 
     @torch.no_grad()
     def measure() -> dict[str, float]:
@@ -206,22 +209,24 @@ def _probe(model: Any, data: Any, encode: Callable[[str, str, dict[str, Any]], t
         if batch is None:
             return {}
         model.eval()
-        out = {}
-        for m, col in zip(cfg.modalities, cfg.columns):
-            out.update({f"eval_{k}": v for k, v in spread(encode(m, col, batch), m).items()})
-        return out
+        with precision.autocast():
+            feats = {m: encode(m, col, batch).float() for m, col in zip(cfg.modalities, cfg.columns)}
+        return {f"eval_{k}": v for m, x in feats.items() for k, v in spread(x, m).items()}
 
     return measure
 
 
 def _precise_bn(model: Any, data: Any, live: Sequence[str], cfg: AlignConfig, device: torch.device) -> None:
-    """Recompute the BatchNorm statistics of the trained live towers over ``data`` (plain training rows)."""
+    """Recompute the BatchNorm statistics of the trained live towers over ``data`` (plain training rows), at
+    the run's precision (the statistics themselves accumulate in fp32)."""
     from torch.utils.data import DataLoader
 
     model.eval()
+    precision = resolve_precision(cfg.fit.precision, device)
     for m in [m for m in live if _trains(model, m)]:
         batches = DataLoader(data, batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=data.collate_fn)
-        precise_batchnorm(model.tower(m), batches, lambda batch, m=m: model.encode(m, to_device(batch[m], device)))
+        with precision.autocast():
+            precise_batchnorm(model.tower(m), batches, lambda batch, m=m: model.encode(m, to_device(batch[m], device)))
 
 
 @contextmanager
