@@ -173,6 +173,19 @@ def test_two_processes_end_on_the_weights_of_one(command, world, tmp_path):
     assert run.stdout.count("epoch 2/2") == 1  # ... and printed, once
 
 
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_two_ranks_train_at_bf16(command, world, tmp_path):
+    """bf16 under DDP (each rank holds its frozen weights in bf16 while it trains): both ranks finish, the
+    saved weights are fp32 and near those of one process at bf16 (bf16 rounds the two differently)."""
+    make, weights = COMMANDS[command]
+    argv = [*make(world), "--precision", "bf16"]
+    assert _alone([*argv, "--out", str(tmp_path / "alone")]) == 0
+    assert _forked_ranks([*argv, "--out", str(tmp_path / "ddp")], tmp_path / "ddp.txt") == [0, 0]
+    alone, ddp = load_file(str(tmp_path / "alone" / weights)), load_file(str(tmp_path / "ddp" / weights))
+    assert alone.keys() == ddp.keys() and all(v.dtype == torch.float32 for v in ddp.values())
+    assert max(float((alone[k] - ddp[k]).abs().max()) for k in alone) < 2e-2
+
+
 def test_a_killed_ddp_run_resumes_to_the_uninterrupted_weights(world, tmp_path):
     make, weights = COMMANDS["align"]
     assert _forked_ranks([*make(world), "--out", str(tmp_path / "whole")], tmp_path / "whole.txt") == [0, 0]
