@@ -260,7 +260,8 @@ def load_weights(model: nn.Module, file: Path, strict: bool = True) -> None:
     # a module shared by several towers (a transferred model's paths) has one name per tower, and the file holds
     # one of them; safetensors calls the others "unexpected" when a BatchNorm under them put its counter back
     # under their name: a name of the model itself is never unexpected
-    unexpected = [k for k in unexpected if k not in model.state_dict()]
+    own = model.state_dict().keys() if unexpected else set()  # (the whole state dict: built once, not per key)
+    unexpected = [k for k in unexpected if k not in own]
     if strict and (missing or unexpected):
         raise CheckpointError(
             f"{file}: weights do not match the model: missing {sorted(missing)[:5]}, "

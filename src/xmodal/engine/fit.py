@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from xmodal.engine import distributed
 from xmodal.engine.checkpoint import History
 from xmodal.engine.faults import kill_point
-from xmodal.engine.precision import resolve_precision
+from xmodal.engine.precision import Precision, resolve_precision
 from xmodal.engine.progress import progress as progress_bar
 from xmodal.engine.resume import Resumable
 
@@ -107,14 +107,15 @@ def fit(
     optimizer, scheduler = _optimizer(named, len(loader), cfg)  # type: ignore[arg-type]
     run = Resumable(out, model, optimizer, scheduler, dict(generators or {}), cfg.verbose)
     replica = distributed.Replica(model, step)
+    precision = resolve_precision(cfg.precision, next(model.parameters()).device)
     history = run.resume(cfg.epochs).history or History()
     for epoch in range(run.state.epoch, cfg.epochs):
         if history.stopped_early:
             break
         if on_epoch_start:
             on_epoch_start(epoch)
-        with resolve_precision(cfg.precision, next(model.parameters()).device).training(model):
-            record = _train_epoch(replica, model, loader, optimizer, scheduler, cfg, epoch, run, history)
+        with precision.training(model):
+            record = _train_epoch(replica, model, loader, optimizer, scheduler, precision, cfg, epoch, run, history)
         history.train_seconds += record["train_seconds"]
         record.update(evaluate() if evaluate is not None else {})
         history.epochs.append(record)
@@ -183,12 +184,11 @@ def freeze_eval(model: nn.Module) -> None:
             module.eval()
 
 
-def _train_epoch(replica: distributed.Replica, model, loader, optimizer, scheduler, cfg: FitConfig, epoch: int,
-                 run: Resumable, history: History) -> dict[str, float]:
+def _train_epoch(replica: distributed.Replica, model, loader, optimizer, scheduler, precision: Precision,
+                 cfg: FitConfig, epoch: int, run: Resumable, history: History) -> dict[str, float]:
     """One epoch (of which a resumed run skips the batches its checkpoint had trained); its record."""
     model.train()
     freeze_eval(model)
-    precision = resolve_precision(cfg.precision, next(model.parameters()).device)
     scaler = precision.scaler()
     position, partial = run.state.position, run.state.partial
     total, count = partial.get("loss_sum", 0.0), int(partial.get("batches", 0))

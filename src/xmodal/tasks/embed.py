@@ -100,8 +100,9 @@ def embed(
         raise ValueError(f"on_error {on_error!r} is not 'raise' or 'skip'")
     spec = model.spec(modality)
     data = _Items(items, modality, spec, Path(root) if root is not None else None)
-    prec = resolve_precision(precision, next(model.parameters()).device)
-    _check_replicas(replicas, next(model.parameters()).device)
+    device = next(model.parameters()).device
+    prec = resolve_precision(precision, device)
+    _check_replicas(replicas, device)
     vectors, kept, skipped = [], [], []
     model.eval()
     with torch.no_grad(), prec.inference_weights(model):
@@ -140,10 +141,8 @@ def _results(model: Any, data: _Items, prec: Any, batch_size: int, num_workers: 
 def _batches(data: _Items, batch_size: int, num_workers: int, prefetch: int, decode_threads: int) -> Any:
     """The decoded batches of ``data``: from the worker processes' loader, a reading-ahead thread, or a
     pool of threads decoding each batch in turn with the model (see :func:`embed`)."""
+    if num_workers == 0 and prefetch == 0:
+        return pooled_batches(data.__getitem__, len(data), batch_size, decode_threads or torch.get_num_threads())
     ahead = {"prefetch_factor": prefetch} if num_workers > 0 and prefetch > 0 else {}  # else torch's default
     loader = DataLoader(data, batch_size=batch_size, num_workers=num_workers, collate_fn=list, **ahead)
-    if num_workers > 0:
-        return loader
-    if prefetch > 0:
-        return prefetched(loader, prefetch)
-    return pooled_batches(data.__getitem__, len(data), batch_size, decode_threads or torch.get_num_threads())
+    return loader if num_workers > 0 else prefetched(loader, prefetch)
