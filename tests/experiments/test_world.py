@@ -17,7 +17,7 @@ from xmodal.experiments import world as world_mod
 from xmodal.experiments.world import (WorldConfig, class_names, generate_world, held_out_combos, motion_names,
                                world_paths)
 from xmodal.experiments.world_audio import synthesize
-from xmodal.experiments.world_render import canonical_trajectory, render_clip
+from xmodal.experiments.world_render import MARKER_RGB, canonical_trajectory, render_clip, render_image
 from xmodal.errors import ConfigError, DataError
 
 TINY = dict(colours=("red", "green", "blue"), shapes=("circle", "square", "triangle"), image_size=32,
@@ -107,12 +107,36 @@ def test_config_round_trip_and_bad_values():
     cfg = tiny()
     assert from_dict(WorldConfig, to_dict(cfg)) == cfg
     for bad in (dict(colours=("red", "mauve")), dict(shapes=("circle",)), dict(video_size=33),
-                dict(images_train=-1), dict(sizes=())):
+                dict(images_train=-1), dict(sizes=()), dict(image_rotation=181.0), dict(image_rotation=-1.0)):
         with pytest.raises(ConfigError):
             generate_world(Path("unused"), tiny(**bad), progress=False)
 
 
 # ------------------------------------------------------------------ images and held-out splits
+def _marker_angle(pixels: np.ndarray) -> float | None:
+    """Degrees clockwise from straight up of the orientation dot around the centre of a drawn circle
+    (None: no dot)."""
+    px = pixels.astype(float)
+    dot = np.abs(px - np.array(MARKER_RGB)).max(axis=2) < 40
+    body = (px.max(axis=2) - px.min(axis=2) > 60) | dot  # a saturated colour, on a light grey background
+    if dot.sum() < 2:
+        return None
+    (by, bx), (dy, dx) = np.argwhere(body).mean(0), np.argwhere(dot).mean(0)
+    return float(np.degrees(np.arctan2(dx - bx, by - dy)))
+
+
+def test_image_objects_turn_as_far_as_image_rotation_and_carry_the_dot_only_when_asked():
+    def draw(k: int, **kw) -> np.ndarray:
+        return render_image("red", "circle", "large", "centre", np.random.default_rng(k), 64, **kw)
+
+    assert all(_marker_angle(draw(k)) is None for k in range(5))  # the default: no dot, as older worlds drew
+    upright = [_marker_angle(draw(k, rotation=20.0, marker=True)) for k in range(20)]
+    anyway = [_marker_angle(draw(k, rotation=180.0, marker=True)) for k in range(40)]
+    assert max(abs(a) for a in upright) < 30
+    assert max(abs(a) for a in anyway) > 150 and sum(abs(a) > 90 for a in anyway) >= 10
+    assert WorldConfig().image_rotation == 20.0 and not WorldConfig().image_marker  # older worlds' drawing
+
+
 def test_default_config_holds_out_a_latin_square_diagonal():
     cfg = WorldConfig()
     held = held_out_combos(cfg)

@@ -79,6 +79,9 @@ class WorldConfig:
     shapes: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "heart")  # object shapes
     sizes: tuple[str, ...] = ("small", "large")  # object sizes in images (small / medium / large)
     positions: tuple[str, ...] = ("left", "right", "top", "bottom", "centre")  # object places in images
+    image_rotation: float = 20.0  # largest turn of an image's object either way, degrees (clips and stories turn
+    # theirs any way: 180 shows images' objects as they do)
+    image_marker: bool = False  # draw the clips' orientation dot on image objects too (as clips and stories do)
     hold_out: bool = True  # hold combos (i, j) with (i - j) % len(shapes) == 0 out of train/val
     images_train: int = 100  # train images per seen colour-shape combination
     images_val: int = 5  # val images per seen combination
@@ -117,6 +120,8 @@ def check_config(cfg: WorldConfig) -> None:
     for name in counts:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"WorldConfig.{name}: must be >= 0, got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.image_rotation <= 180.0:
+        raise ConfigError(f"WorldConfig.image_rotation: degrees in [0, 180], got {cfg.image_rotation}")
     if cfg.image_size < 16 or cfg.video_size < 16 or cfg.video_size % 2:
         raise ConfigError(f"WorldConfig: image_size and video_size must be >= 16 and video_size even "
                           f"(H.264 yuv420p), got {cfg.image_size} and {cfg.video_size}")
@@ -214,7 +219,8 @@ def _make_image(root: Path, cfg: WorldConfig, job: tuple[str, int, int, int]) ->
     caption = pick(rng, IMAGE_TEMPLATES).format(colour=colour, shape=shape, size=size, where=WHERE[position],
                                                  near=NEAR[position])
     path = f"images/{split}_{colour}_{shape}_{k:03d}.png"
-    pixels = world_render.render_image(colour, shape, size, position, rng, cfg.image_size)
+    pixels = world_render.render_image(colour, shape, size, position, rng, cfg.image_size, cfg.image_rotation,
+                                       cfg.image_marker)
     Image.fromarray(pixels).save(root / path, optimize=False)
     return {"path": path, "label": f"{colour} {shape}", "caption": caption, "split": split, "colour": colour,
             "shape": shape, "size": size, "position": position}

@@ -134,16 +134,20 @@ def _add_noise(frames: np.ndarray, noise: np.ndarray) -> np.ndarray:
 
 
 def render_image(colour: str, shape: str, size: str, position: str, rng: np.random.Generator,
-                 image_size: int) -> np.ndarray:
-    """One still image: the object at its named position and size, jittered a little; uint8 [S, S, 3]."""
+                 image_size: int, rotation: float = 20.0, marker: bool = False) -> np.ndarray:
+    """One still image: the object at its named position and size, jittered a little, turned by up to
+    ``rotation`` degrees either way (180: any orientation, as clips and stories draw objects) and, with
+    ``marker``, carrying the clips' orientation dot; uint8 [S, S, 3]."""
     s = image_size
     r = SIZES[size] * s * rng.uniform(0.92, 1.08)
     fx, fy = POSITIONS[position]
     cx = np.clip(fx * s + rng.uniform(-0.04, 0.04) * s, r + 1, s - r - 1)
     cy = np.clip(fy * s + rng.uniform(-0.04, 0.04) * s, r + 1, s - r - 1)
-    theta = 0.0 if shape == "circle" else math.radians(rng.uniform(-20, 20))
+    # a circle's turn shows only through its marker (no draw without one: the draws of older worlds)
+    theta = 0.0 if shape == "circle" and not marker else math.radians(rng.uniform(-rotation, rotation))
     bg = background(rng)
-    obj = {"shape": shape, "rgb": jitter_rgb(COLOURS[colour], rng), "cx": cx, "cy": cy, "r": r, "theta": theta}
+    obj = {"shape": shape, "rgb": jitter_rgb(COLOURS[colour], rng), "cx": cx, "cy": cy, "r": r, "theta": theta,
+           "marker": marker}
     img = _render(s, bg, [obj])
     return _add_noise(img, rng.normal(0, 3.0, img.shape))
 
