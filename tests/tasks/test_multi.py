@@ -59,6 +59,32 @@ def test_grouped_batches_hold_one_group_and_cover_every_row_once():
     assert all(torch.equal(a, b) for a, b in zip(batches, again))  # seeded: reproducible
 
 
+def test_balanced_groups_get_as_many_batches_each_and_the_small_group_repeats():
+    groups = torch.tensor([0] * 12 + [1] * 2)  # 6 batches of 2 and 1 batch: 3.5 on average
+    sampler = GroupedBatches(groups, 2, torch.Generator().manual_seed(0), balanced=True)
+    first, second = list(sampler), list(sampler)
+    assert len(sampler) == len(first) == 8
+    for epoch in (first, second):
+        per_group = [[b for b in epoch if groups[b[0]] == g] for g in (0, 1)]
+        assert [len(p) for p in per_group] == [4, 4]  # uniform task sampling
+        assert all(len(set(groups[b].tolist())) == 1 for b in epoch)
+        big = torch.cat(per_group[0]).tolist()
+        assert len(big) == len(set(big)) == 8  # a subset of the large group, no row twice
+        assert sorted(torch.cat(per_group[1]).tolist()) == [12, 12, 12, 12, 13, 13, 13, 13]  # the small one repeats
+    assert {tuple(b.tolist()) for b in first if groups[b[0]] == 0} != {tuple(b.tolist()) for b in second if groups[b[0]] == 0}
+    unbalanced = GroupedBatches(groups, 2, torch.Generator().manual_seed(0))
+    assert len(unbalanced) == 7 and sorted(torch.cat(list(unbalanced)).tolist()) == list(range(14))
+
+
+def test_multi_task_samples_rows_proportionally_unless_told_uniform():
+    task = TASKS.get("multi")
+    ids = torch.tensor([0, 0, 1])
+    assert not task.batch_groups({"task": ids}, MultiConfig(tasks=("classify", "retrieve"))).balanced
+    assert task.batch_groups({"task": ids}, MultiConfig(tasks=("classify", "retrieve"), sampling="uniform")).balanced
+    with pytest.raises(ConfigError, match="sampling 'random' is not one of"):
+        MultiConfig(tasks=("classify", "retrieve"), sampling="random")
+
+
 def test_metrics_are_prefixed_per_task_and_score_averages_the_headlines():
     from xmodal.tasks.multi import TaskView
 

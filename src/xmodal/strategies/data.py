@@ -116,19 +116,28 @@ def load_split(rows: Sequence[dict[str, Any]], task: Any, task_cfg: Any, meta: d
 class GroupedBatches:
     """Shuffled batches of row indices, each from one group (``groups [N]``): rows are shuffled within
     their group, cut into batches of ``batch_size`` and the batches of all groups shuffled together,
-    anew every epoch from ``generator`` (a multi-task run: each step one task)."""
+    anew every epoch from ``generator`` (a multi-task run: each step one task). ``balanced``: every group
+    gives the mean number of batches per epoch instead of its own (a small group's rows repeat in a new
+    order, a large group's batches are a fresh random subset each epoch); the epoch keeps its length."""
 
-    def __init__(self, groups: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
+    def __init__(self, groups: torch.Tensor, batch_size: int, generator: torch.Generator, balanced: bool = False) -> None:
         self.members = [(groups == g).nonzero()[:, 0] for g in groups.unique().tolist()]
-        self.batch_size, self.generator = batch_size, generator
+        self.batch_size, self.generator, self.balanced = batch_size, generator, balanced
+        self.counts = [-(-len(m) // batch_size) for m in self.members]
+        if balanced:
+            self.counts = [max(1, round(sum(self.counts) / len(self.counts)))] * len(self.counts)
 
     def __len__(self) -> int:
-        return sum(-(-len(m) // self.batch_size) for m in self.members)
+        return sum(self.counts)
+
+    def _batches(self, m: torch.Tensor, count: int) -> list[torch.Tensor]:
+        """``count`` batches of group ``m``: whole shuffles of it, one after another, as many as needed."""
+        out: list[torch.Tensor] = []
+        while len(out) < count:
+            out.extend(m[torch.randperm(len(m), generator=self.generator)].split(self.batch_size))
+        return out[:count]
 
     def __iter__(self):
-        batches = []
-        for m in self.members:
-            shuffled = m[torch.randperm(len(m), generator=self.generator)]
-            batches.extend(shuffled.split(self.batch_size))
+        batches = [b for m, count in zip(self.members, self.counts) for b in self._batches(m, count)]
         for i in torch.randperm(len(batches), generator=self.generator).tolist():
             yield batches[i]

@@ -205,10 +205,10 @@ def _loader(vm: VideoModel, clips: ClipSet, cfg: TransferConfig) -> tuple[Any, t
     """Shuffled training batches of row indices (of one group each when the task asks, see ``batch_groups``)
     and the generator that shuffles them."""
     generator = torch.Generator().manual_seed(cfg.seed)
-    groups = TASKS.get(vm.task).batch_groups(clips.targets)
+    groups = TASKS.get(vm.task).batch_groups(clips.targets, vm.task_config)
     if groups is None:
         return DataLoader(range(len(clips)), batch_size=cfg.batch_size, shuffle=True, generator=generator), generator
-    return GroupedBatches(groups, cfg.batch_size, generator), generator
+    return GroupedBatches(groups.ids, cfg.batch_size, generator, groups.balanced), generator
 
 
 def fit_config(cfg: TransferConfig, vm: VideoModel) -> FitConfig:

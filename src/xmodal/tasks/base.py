@@ -15,8 +15,9 @@ captioning, question answering). A registered task is an object with:
 - ``meta(rows, cfg)``: what the head is built for, from the training rows (e.g. the class names);
 - ``targets(rows, meta, cfg, where)``: per-row targets (tensors ``[N, ...]`` or lists of N items);
   a bad row is a DataError naming the manifest and the row;
-- ``batch_groups(targets)``: ``[N]`` group ids when a training batch must hold rows of one group only
-  (the tasks of a multi-task run), else None;
+- ``batch_groups(targets, cfg)``: a :class:`Groups` when a training batch must hold rows of one group
+  only (the tasks of a multi-task run: ``[N]`` ids, and whether every group gets as many batches per
+  epoch), else None;
 - ``head(model, meta, cfg, head_cfg, trainable)``: the head module over ``[B, T, F]`` (its
   ``video(seq)`` gives the video-only output that efficiency figures time); ``trainable=False``
   asks for the parameter-free zero-shot head over frame embeddings in the shared space;
@@ -53,6 +54,15 @@ class SharedSpace:
     text: Callable[[torch.Tensor], torch.Tensor]  # [N, D] text embeddings (``model.encode_texts``) -> [N, D], normalised
 
 
+@dataclass
+class Groups:
+    """Rows a training batch may mix (``Task.batch_groups``): batches hold one group's rows each."""
+
+    ids: torch.Tensor  # [N] group id per row (a multi-task run: the row's task)
+    balanced: bool = False  # every group as many batches per epoch (the mean count: a small group's rows repeat,
+    # a large one's are a fresh subset each epoch); False: every row once per epoch
+
+
 def frame_average(seq: torch.Tensor) -> torch.Tensor:
     """``[B, D]``: the normalised mean of normalised frame embeddings ``[B, T, D]`` (zero-shot heads' clip)."""
     return nn.functional.normalize(nn.functional.normalize(seq, dim=-1).mean(1), dim=-1)
@@ -78,7 +88,7 @@ class Task(Protocol):
 
     def targets(self, rows: Sequence[dict[str, Any]], meta: dict[str, Any], cfg: Any, where: str) -> dict[str, Any]: ...
 
-    def batch_groups(self, targets: dict[str, Any]) -> torch.Tensor | None: ...
+    def batch_groups(self, targets: dict[str, Any], cfg: Any) -> Groups | None: ...
 
     def head(self, model: Any, meta: dict[str, Any], cfg: Any, head_cfg: Any, trainable: bool) -> nn.Module: ...
 

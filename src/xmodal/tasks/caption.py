@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from xmodal.errors import ConfigError
-from xmodal.tasks.base import TASKS, SharedSpace, column, same_text
+from xmodal.tasks.base import TASKS, Groups, SharedSpace, column, same_text
 from xmodal.tasks.decoder import (HFTokenizer, LMStepper, WordTokenizer, beam_search, decode_batch, embed_tokens,
                                   greedy, pretrained_lm, scratch_lm, words)
 from xmodal.tasks.heads import HeadConfig, VideoHead
@@ -283,7 +283,7 @@ class CaptionTask:
             by_clip.setdefault(clip, []).append(caption)
         return {"captions": captions, "references": [by_clip[c] for c in clips], "tokens": tokens, "lengths": lengths}
 
-    def batch_groups(self, targets: dict[str, Any]) -> torch.Tensor | None:
+    def batch_groups(self, targets: dict[str, Any], cfg: Any) -> Groups | None:
         return None  # batches mix any rows
 
     def head(self, model: Any, meta: dict[str, Any], cfg: CaptionConfig, head_cfg: HeadConfig, trainable: bool) -> nn.Module:

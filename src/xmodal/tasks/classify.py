@@ -13,7 +13,7 @@ from torch import nn
 
 from xmodal.errors import DataError
 from xmodal.eval.metrics import confusion_matrix, per_class_accuracy, topk_accuracy
-from xmodal.tasks.base import TASKS, SharedSpace, column, frame_average, same_text
+from xmodal.tasks.base import TASKS, Groups, SharedSpace, column, frame_average, same_text
 from xmodal.tasks.heads import HeadConfig, TemporalHead, VideoHead
 
 
@@ -99,7 +99,7 @@ class ClassifyTask:
             raise DataError(where, f"class(es) {unknown[:5]} are not among the training classes {meta['classes'][:10]}")
         return {"labels": torch.tensor([index[x] for x in labels])}
 
-    def batch_groups(self, targets: dict[str, Any]) -> torch.Tensor | None:
+    def batch_groups(self, targets: dict[str, Any], cfg: Any) -> Groups | None:
         return None  # batches mix any rows
 
     def head(self, model: Any, meta: dict[str, Any], cfg: ClassifyConfig, head_cfg: HeadConfig, trainable: bool) -> nn.Module:

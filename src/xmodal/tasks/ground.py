@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from xmodal.errors import DataError
-from xmodal.tasks.base import TASKS, SharedSpace, column, frame_average, same_text
+from xmodal.tasks.base import TASKS, Groups, SharedSpace, column, frame_average, same_text
 from xmodal.tasks.heads import HeadConfig
 
 IOUS = (0.3, 0.5, 0.7)
@@ -154,7 +154,7 @@ class GroundTask:
                "spans": torch.stack([start, end], 1), "duration": duration}
         return {**out, **span_targets(start, end, duration, meta["num_frames"])}
 
-    def batch_groups(self, targets: dict[str, Any]) -> torch.Tensor | None:
+    def batch_groups(self, targets: dict[str, Any], cfg: Any) -> Groups | None:
         return None  # batches mix any rows
 
     def head(self, model: Any, meta: dict[str, Any], cfg: GroundConfig, head_cfg: HeadConfig, trainable: bool) -> nn.Module:

@@ -24,10 +24,11 @@ from torch import nn
 
 from xmodal.config import from_dict
 from xmodal.errors import ConfigError, DataError
-from xmodal.tasks.base import TASKS, SharedSpace
+from xmodal.tasks.base import TASKS, Groups, SharedSpace
 from xmodal.tasks.heads import HeadConfig, VideoHead
 
 NAME = "multi"
+SAMPLING = ("uniform", "proportional")  # MultiConfig.sampling values
 
 
 @dataclass
@@ -37,6 +38,9 @@ class MultiConfig:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # each task's options, e.g.
     # {"retrieve": {"match_columns": ["colour", "shape"]}}
     weights: dict[str, float] = field(default_factory=dict)  # loss weight per task (1.0 when absent)
+    sampling: str = "proportional"  # training steps per task: "proportional" (every row once per epoch) or
+    # "uniform" (every task as many batches per epoch, the mean count: a task with few rows repeats them, one with
+    # many uses a fresh subset each epoch; uniform task sampling, so a small task is not starved)
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -45,6 +49,8 @@ class MultiConfig:
             TASKS.get(name)  # unknown names fail here, with the known ones
             if name == NAME:
                 raise ConfigError("multi task: 'multi' cannot be one of its own tasks")
+        if self.sampling not in SAMPLING:
+            raise ConfigError(f"multi task: sampling {self.sampling!r} is not one of {list(SAMPLING)}")
         if len(set(self.tasks)) != len(self.tasks):
             raise ConfigError(f"multi task: a task is listed twice in {list(self.tasks)}")
         for key in (*self.options, *self.weights):
@@ -200,8 +206,8 @@ class MultiTask:
             out.update({f"{t}/{k}": _spread(v, pos, len(rows)) for k, v in own.items()})
         return {"task": task_of, **out}
 
-    def batch_groups(self, targets: dict[str, Any]) -> torch.Tensor | None:
-        return targets["task"]
+    def batch_groups(self, targets: dict[str, Any], cfg: MultiConfig) -> Groups | None:
+        return Groups(targets["task"], balanced=cfg.sampling == "uniform")
 
     def head(self, model: Any, meta: dict[str, Any], cfg: MultiConfig, head_cfg: HeadConfig, trainable: bool) -> nn.Module:
         return MultiHead(model, meta, cfg, head_cfg, trainable)

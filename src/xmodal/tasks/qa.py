@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from xmodal.errors import ConfigError, DataError
-from xmodal.tasks.base import TASKS, SharedSpace, column, same_text
+from xmodal.tasks.base import TASKS, Groups, SharedSpace, column, same_text
 from xmodal.tasks.heads import HeadConfig
 from xmodal.tasks.qa_heads import FusionHead, ZeroShotQA, padded
 
@@ -148,7 +148,7 @@ class QATask:
             return {**out, "answer": torch.tensor([index.get(a, -1) for a in answers], dtype=torch.long)}
         return {**out, **choice_targets(rows, answers, cfg, where)}
 
-    def batch_groups(self, targets: dict[str, Any]) -> torch.Tensor | None:
+    def batch_groups(self, targets: dict[str, Any], cfg: Any) -> Groups | None:
         return None  # batches mix any rows
 
     def head(self, model: Any, meta: dict[str, Any], cfg: QAConfig, head_cfg: HeadConfig, trainable: bool) -> nn.Module:

@@ -21,7 +21,7 @@ from torch import nn
 from xmodal.engine import distributed
 from xmodal.engine.losses import clip_loss
 from xmodal.eval.metrics import retrieval_metrics
-from xmodal.tasks.base import TASKS, SharedSpace, column
+from xmodal.tasks.base import TASKS, Groups, SharedSpace, column
 from xmodal.tasks.heads import HeadConfig, TemporalHead, VideoHead
 
 
@@ -120,7 +120,7 @@ class RetrieveTask:
         keys = [[str(v) for v in column(rows, c, where)] for c in cfg.match_columns] if cfg.match_columns else [captions]
         return {"captions": captions, "groups": group_ids(list(zip(*keys)))}
 
-    def batch_groups(self, targets: dict[str, Any]) -> torch.Tensor | None:
+    def batch_groups(self, targets: dict[str, Any], cfg: Any) -> Groups | None:
         return None  # batches mix any rows
 
     def head(self, model: Any, meta: dict[str, Any], cfg: RetrieveConfig, head_cfg: HeadConfig, trainable: bool) -> nn.Module:
