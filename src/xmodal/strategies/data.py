@@ -122,7 +122,7 @@ class GroupedBatches:
 
     def __init__(self, groups: torch.Tensor, batch_size: int, generator: torch.Generator, balanced: bool = False) -> None:
         self.members = [(groups == g).nonzero()[:, 0] for g in groups.unique().tolist()]
-        self.batch_size, self.generator, self.balanced = batch_size, generator, balanced
+        self.batch_size, self.generator = batch_size, generator
         self.counts = [-(-len(m) // batch_size) for m in self.members]
         if balanced:
             self.counts = [max(1, round(sum(self.counts) / len(self.counts)))] * len(self.counts)
