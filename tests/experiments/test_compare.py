@@ -65,3 +65,21 @@ def test_breakdown_figures_close_the_table_row() -> None:
     rows = table_rows(results, "full", ("accuracy",))
     assert rows[0]["accuracy_held_out_true"] == 0.25 and math.isnan(rows[0]["accuracy_kind_after"])
     assert list(rows[1])[-2:] == ["accuracy_held_out_true", "accuracy_kind_after"]
+
+
+def test_budget_scale_multiplies_every_runs_budget_once_single_task_and_multi_task() -> None:
+    import dataclasses
+
+    from xmodal.experiments.compare import minutes, planned, single, transfer_config
+    from xmodal.strategies.train import TransferConfig
+
+    cfg = CompareConfig(strategies=("adapter",), budget_scale=3.0, transfer=TransferConfig(task="multi"))
+    run = planned(cfg)[0]
+    assert minutes(cfg, "ground") == 2.0 and minutes(cfg, "classify") == cfg.transfer.fit.max_minutes
+    alone = single(cfg, "ground", {})
+    assert transfer_config(alone, run, 0).fit.max_minutes == 6.0  # the world's 2 minutes, scaled once
+    summed = dataclasses.replace(cfg, transfer=dataclasses.replace(
+        cfg.transfer, fit=dataclasses.replace(cfg.transfer.fit, max_minutes=5.0)))
+    assert transfer_config(summed, run, 0).fit.max_minutes == 15.0
+    unscaled = dataclasses.replace(cfg, budget_scale=1.0)
+    assert transfer_config(unscaled, run, 0).fit.max_minutes == cfg.transfer.fit.max_minutes

@@ -49,6 +49,9 @@ class FitConfig:
     verbose: bool = True  # print one summary line per epoch (loss, validation metrics, seconds)
     restore_best: bool = False  # at the end, put back the trainable weights of the best monitored epoch
     max_minutes: float = 0.0  # stop after the epoch that takes training past this many minutes; 0 = no budget
+    budget_schedule: bool = False  # with max_minutes: once the first epoch's time is known, the run lasts the epochs
+    # the budget allows at that pace (at most ``epochs``) and the warm-up + cosine schedule spans them, so a run ends
+    # annealed instead of being cut at a high rate (budgeted training, Li et al., ICLR 2020)
     lr_scales: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> lr multiplier
     # (first match wins), e.g. {"base.": 0.1}: a pretrained backbone moves gently under a fresh head
     checkpoint_every: int = 0  # also checkpoint every this many batches within an epoch; 0 = at epoch ends only
@@ -74,13 +77,32 @@ def param_groups(params: Iterable[tuple[str, nn.Parameter]], weight_decay: float
 
 
 def cosine_schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at step ``total``; both may be changed
+    later through the factor's ``span`` (:func:`budget_epochs`; not in the scheduler's state: a resumed run
+    recomputes it)."""
+    span = {"total": total, "warmup": warmup}
+
     def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        progress = (step - warmup) / max(1, total - warmup)
+        if step < span["warmup"]:
+            return (step + 1) / max(1, span["warmup"])
+        progress = (step - span["warmup"]) / max(1, span["total"] - span["warmup"])
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
+    factor.span = span  # type: ignore[attr-defined]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def budget_epochs(cfg: FitConfig, history: History, scheduler: Any, steps: int) -> int:
+    """The epochs this run lasts: ``cfg.epochs``, or with ``budget_schedule`` and a budget, as many as fit in
+    it at the first epoch's pace (from its record, so a resumed run plans the same), the schedule then
+    spanning them (``steps`` optimizer steps per epoch)."""
+    if not (cfg.budget_schedule and cfg.max_minutes > 0 and history.epochs):
+        return cfg.epochs
+    pace = max(1e-9, float(history.epochs[0]["train_seconds"]))
+    epochs = max(1, min(cfg.epochs, int(60 * cfg.max_minutes // pace)))
+    total = steps * epochs
+    scheduler.lr_lambdas[0].span.update(total=total, warmup=int(cfg.warmup_ratio * total))
+    return epochs
 
 
 def fit(
@@ -109,8 +131,9 @@ def fit(
     replica = distributed.Replica(model, step)
     precision = resolve_precision(cfg.precision, next(model.parameters()).device)
     history = run.resume(cfg.epochs).history or History()
+    steps = max(1, math.ceil(len(loader) / cfg.grad_accum))  # type: ignore[arg-type]
     for epoch in range(run.state.epoch, cfg.epochs):
-        if history.stopped_early:
+        if history.stopped_early or epoch >= budget_epochs(cfg, history, scheduler, steps):
             break
         if on_epoch_start:
             on_epoch_start(epoch)
@@ -141,7 +164,7 @@ def _optimizer(named: list[tuple[str, nn.Parameter]], batches: int, cfg: FitConf
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for _, p in named) or None
     optimizer = torch.optim.AdamW(param_groups(named, cfg.weight_decay, cfg.lr, cfg.lr_scales), lr=cfg.lr,
                                   fused=fused)
-    total = max(1, math.ceil(batches / cfg.grad_accum)) * cfg.epochs
+    total = max(1, math.ceil(batches / cfg.grad_accum)) * cfg.epochs  # see budget_epochs for a budgeted run
     return optimizer, cosine_schedule(optimizer, total, int(cfg.warmup_ratio * total))
 
 

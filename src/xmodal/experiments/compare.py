@@ -85,6 +85,8 @@ class CompareConfig:
     transfer: TransferConfig = field(default_factory=TransferConfig)  # shared settings of every strategy run,
     # its ``task`` (classify, retrieve, ground, qa) and ``task_options`` included
     baselines: bool = True  # also run the task's baselines (e.g. qa without the video) after the strategies
+    budget_scale: float = 1.0  # multiplies every run's training budget in minutes (the world's per-task budget, else
+    # transfer.fit.max_minutes); above 1 measures runs nearer convergence, at the cost of the compare's time
     seeds: int = 1  # training runs per strategy, seeded transfer.seed, +1, ...; > 1 reports mean and std of
     # the accuracies (on small data one run's top-1 moves by several points with the seed alone)
     reference: str = "full"  # strategy whose trainable parameters are 100% ("% of full" column)
@@ -120,7 +122,8 @@ def planned(cfg: CompareConfig) -> list[Run]:
 def transfer_config(cfg: CompareConfig, spec: Run, seed: int) -> TransferConfig:
     """The shared transfer settings with one run's strategy, its options and task option overrides."""
     _, name, options, overrides = spec
-    return dataclasses.replace(cfg.transfer, strategy=name, options=options, seed=seed,
+    fit = dataclasses.replace(cfg.transfer.fit, max_minutes=cfg.transfer.fit.max_minutes * cfg.budget_scale)
+    return dataclasses.replace(cfg.transfer, strategy=name, options=options, seed=seed, fit=fit,
                                task_options={**cfg.transfer.task_options, **overrides})
 
 
@@ -314,6 +317,8 @@ def compare(cfg: CompareConfig | None = None, say: Callable[[str], None] = print
         check(transfer_config(cfg, spec, cfg.transfer.seed))
     if cfg.seeds < 1:
         raise ConfigError(f"compare: seeds must be >= 1, got {cfg.seeds}")
+    if cfg.budget_scale <= 0:
+        raise ConfigError(f"compare: budget_scale must be > 0, got {cfg.budget_scale}")
     start = time.perf_counter()
     budgets = {t: single(cfg, t) for t in tasks}  # the single-task budgets, before the multi-task one is set
     base, splits, root, cfg = prepare(cfg, say)
