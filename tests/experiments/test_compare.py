@@ -70,14 +70,17 @@ def test_breakdown_figures_close_the_table_row() -> None:
 def test_budget_scale_multiplies_every_runs_budget_once_single_task_and_multi_task() -> None:
     import dataclasses
 
-    from xmodal.experiments.compare import minutes, planned, single, transfer_config
+    import pytest
+
+    from xmodal.experiments.compare import MULTI_SHARE, minutes, planned, single, transfer_config
     from xmodal.strategies.train import TransferConfig
 
     cfg = CompareConfig(strategies=("adapter",), budget_scale=3.0, transfer=TransferConfig(task="multi"))
     run = planned(cfg)[0]
-    assert minutes(cfg, "ground") == 2.0 and minutes(cfg, "classify") == cfg.transfer.fit.max_minutes
+    assert 0 < MULTI_SHARE < 1  # k + 1 runs per strategy: each gets a share of its single-task compare budget
+    assert minutes(cfg, "ground") == MULTI_SHARE * 2.0 and minutes(cfg, "classify") == MULTI_SHARE * cfg.transfer.fit.max_minutes
     alone = single(cfg, "ground", {})
-    assert transfer_config(alone, run, 0).fit.max_minutes == 6.0  # the world's 2 minutes, scaled once
+    assert transfer_config(alone, run, 0).fit.max_minutes == pytest.approx(MULTI_SHARE * 6.0)  # scaled once
     summed = dataclasses.replace(cfg, transfer=dataclasses.replace(
         cfg.transfer, fit=dataclasses.replace(cfg.transfer.fit, max_minutes=5.0)))
     assert transfer_config(summed, run, 0).fit.max_minutes == 15.0
