@@ -229,9 +229,9 @@ def prepare(cfg: CompareConfig, say: Callable[[str], None]
 
 
 def run_one(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
-            say: Callable[[str], None], k: int = 0, decoded: dict[str, Any] | None = None) -> dict[str, Any]:
+            say: Callable[[str], None], k: int = 0, decoded: dict[str, Any] | None = None, runs: str = "") -> dict[str, Any]:
     """Transfer a fresh copy of the base with one run (a strategy spec or a task baseline) and the
-    ``k``-th seed; cached in ``out/runs/<task>/<folder>`` (``<folder>@seed<seed>`` for k > 0, ``<folder>`` the label
+    ``k``-th seed; cached in ``out/runs/<runs>/<folder>`` (``runs``: the task unless given) (``<folder>@seed<seed>`` for k > 0, ``<folder>`` the label
     made safe for shells by :func:`folder_name`) and reused
     only when the base, the data and every setting (task option overrides included) are the same (a run
     folder of other settings or data is refused unless ``cfg.overwrite``; a partial one of the same
@@ -242,7 +242,7 @@ def run_one(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root:
     label, name, options, overrides = spec
     seed = cfg.transfer.seed + k
     name_k = folder_name(label) if k == 0 else f"{folder_name(label)}@seed{seed}"
-    run = Path(cfg.out) / "runs" / cfg.transfer.task / name_k
+    run = Path(cfg.out) / "runs" / (runs or cfg.transfer.task) / name_k
     tcfg = transfer_config(cfg, spec, seed)
     tcfg.fit = dataclasses.replace(tcfg.fit, progress=False, verbose=False)
     _, task_cfg, _, strategy_cfg = check(tcfg)  # the settings in full, defaults included
@@ -274,11 +274,11 @@ def run_one(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root:
 
 
 def run_seeds(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
-              say: Callable[[str], None], decoded: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``cfg.seeds`` runs of one spec: the first run's record with the task's report metrics and the
-    train time averaged, their standard deviations as ``<key>_std`` and every run's headline metric
-    in ``<key>_runs``."""
-    runs = [run_one(spec, base, splits, root, cfg, say, k, decoded) for k in range(cfg.seeds)]
+              say: Callable[[str], None], decoded: dict[str, Any] | None = None, folder: str = "") -> dict[str, Any]:
+    """``cfg.seeds`` runs of one spec (in ``out/runs/<folder>``, the task's unless given): the first run's record
+    with the task's report metrics and the train time averaged, their standard deviations as ``<key>_std`` and
+    every run's headline metric in ``<key>_runs``."""
+    runs = [run_one(spec, base, splits, root, cfg, say, k, decoded, folder) for k in range(cfg.seeds)]
     if len(runs) == 1:
         return runs[0]
     report = TASKS.get(cfg.transfer.task).report
@@ -301,11 +301,12 @@ def single(cfg: CompareConfig, task: str, options: dict[str, Any] | None = None)
 def run_alone(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, alone: dict[str, CompareConfig],
               column: str, say: Callable[[str], None], decoded: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The single-task runs of one spec beside a multi-task run: each task on its rows (``column`` names a
-    row's task), cached in ``out/runs/<task>`` and shared with ``compare --task <task>`` runs of the same settings."""
+    row's task), cached in ``out/runs/multi-alone/<task>`` (apart from ``compare --task <task>`` runs: the budgets
+    of a multi-task compare's runs differ, see :data:`MULTI_SHARE`)."""
     out = {}
     for task, cfg in alone.items():
         rows = {k: [r for r in v if r.get(column) == task] for k, v in splits.items()}
-        out[task] = run_seeds(spec, base, rows, root, cfg, say, decoded.setdefault(task, {}))
+        out[task] = run_seeds(spec, base, rows, root, cfg, say, decoded.setdefault(task, {}), f"multi-alone/{task}")
     return out
 
 
