@@ -51,7 +51,7 @@ ALL: tuple[str, ...] = (
 Run = tuple[str, str, dict[str, Any], dict[str, Any]]  # label, strategy, its options, task option overrides
 FAST: tuple[str, ...] = ("zero_shot", "linear_probe", "temporal_head", "side_network", "extra")
 MULTI_SHARE = 0.6  # a multi-task compare trains k + 1 runs per strategy (each task alone, then all at once): each
-# gets this share of its single-task budget (4 tasks: 6 of the 12 minutes single-task compares would give them)
+# gets this share of its single-task compare budget (the 4 world tasks: 3.6 minutes alone and 3.6 at once, not 6 and 6)
 FAST_MULTI: tuple[str, ...] = ("adapter",)  # "fast" for a multi-task compare: one shared set of adapted weights
 # (frozen strategies share nothing but the frozen backbone), each run beside its single-task runs
 # task -> (the world's manifest for it, task options its data needs, engine settings for it)
@@ -229,9 +229,10 @@ def prepare(cfg: CompareConfig, say: Callable[[str], None]
 
 
 def run_one(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
-            say: Callable[[str], None], k: int = 0, decoded: dict[str, Any] | None = None, runs: str = "") -> dict[str, Any]:
+            say: Callable[[str], None], k: int = 0, decoded: dict[str, Any] | None = None, group: str = "") -> dict[str, Any]:
     """Transfer a fresh copy of the base with one run (a strategy spec or a task baseline) and the
-    ``k``-th seed; cached in ``out/runs/<runs>/<folder>`` (``runs``: the task unless given) (``<folder>@seed<seed>`` for k > 0, ``<folder>`` the label
+    ``k``-th seed; cached in ``out/runs/<group>/<folder>`` (``group``: the task unless given; ``<folder>@seed<seed>`` for
+    k > 0, ``<folder>`` the label
     made safe for shells by :func:`folder_name`) and reused
     only when the base, the data and every setting (task option overrides included) are the same (a run
     folder of other settings or data is refused unless ``cfg.overwrite``; a partial one of the same
@@ -242,7 +243,7 @@ def run_one(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root:
     label, name, options, overrides = spec
     seed = cfg.transfer.seed + k
     name_k = folder_name(label) if k == 0 else f"{folder_name(label)}@seed{seed}"
-    run = Path(cfg.out) / "runs" / (runs or cfg.transfer.task) / name_k
+    run = Path(cfg.out) / "runs" / (group or cfg.transfer.task) / name_k
     tcfg = transfer_config(cfg, spec, seed)
     tcfg.fit = dataclasses.replace(tcfg.fit, progress=False, verbose=False)
     _, task_cfg, _, strategy_cfg = check(tcfg)  # the settings in full, defaults included
@@ -274,11 +275,11 @@ def run_one(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root:
 
 
 def run_seeds(spec: Run, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, cfg: CompareConfig,
-              say: Callable[[str], None], decoded: dict[str, Any] | None = None, folder: str = "") -> dict[str, Any]:
-    """``cfg.seeds`` runs of one spec (in ``out/runs/<folder>``, the task's unless given): the first run's record
+              say: Callable[[str], None], decoded: dict[str, Any] | None = None, group: str = "") -> dict[str, Any]:
+    """``cfg.seeds`` runs of one spec (in ``out/runs/<group>``, the task's unless given): the first run's record
     with the task's report metrics and the train time averaged, their standard deviations as ``<key>_std`` and
     every run's headline metric in ``<key>_runs``."""
-    runs = [run_one(spec, base, splits, root, cfg, say, k, decoded, folder) for k in range(cfg.seeds)]
+    runs = [run_one(spec, base, splits, root, cfg, say, k, decoded, group) for k in range(cfg.seeds)]
     if len(runs) == 1:
         return runs[0]
     report = TASKS.get(cfg.transfer.task).report
