@@ -92,6 +92,11 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int) -
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def steps_per_epoch(batches: int, cfg: FitConfig) -> int:
+    """Optimizer steps in an epoch of ``batches`` batches (``cfg.grad_accum`` batches per step, the last may be short)."""
+    return max(1, math.ceil(batches / cfg.grad_accum))
+
+
 def budget_epochs(cfg: FitConfig, history: History, scheduler: Any, steps: int) -> int:
     """The epochs this run lasts: ``cfg.epochs``, or with ``budget_schedule`` and a budget, as many as fit in
     it at the first epoch's pace (from its record, so a resumed run plans the same), the schedule then
@@ -131,7 +136,7 @@ def fit(
     replica = distributed.Replica(model, step)
     precision = resolve_precision(cfg.precision, next(model.parameters()).device)
     history = run.resume(cfg.epochs).history or History()
-    steps = max(1, math.ceil(len(loader) / cfg.grad_accum))  # type: ignore[arg-type]
+    steps = steps_per_epoch(len(loader), cfg)  # type: ignore[arg-type]
     for epoch in range(run.state.epoch, cfg.epochs):
         if history.stopped_early or epoch >= budget_epochs(cfg, history, scheduler, steps):
             break
@@ -164,7 +169,7 @@ def _optimizer(named: list[tuple[str, nn.Parameter]], batches: int, cfg: FitConf
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for _, p in named) or None
     optimizer = torch.optim.AdamW(param_groups(named, cfg.weight_decay, cfg.lr, cfg.lr_scales), lr=cfg.lr,
                                   fused=fused)
-    total = max(1, math.ceil(batches / cfg.grad_accum)) * cfg.epochs  # see budget_epochs for a budgeted run
+    total = steps_per_epoch(batches, cfg) * cfg.epochs  # see budget_epochs for a budgeted run
     return optimizer, cosine_schedule(optimizer, total, int(cfg.warmup_ratio * total))
 
 
