@@ -86,3 +86,14 @@ def test_budget_scale_multiplies_every_runs_budget_once_single_task_and_multi_ta
     assert transfer_config(summed, run, 0).fit.max_minutes == 15.0
     unscaled = dataclasses.replace(cfg, budget_scale=1.0)
     assert transfer_config(unscaled, run, 0).fit.max_minutes == cfg.transfer.fit.max_minutes
+
+
+def test_a_budget_scale_of_zero_or_less_is_refused_before_any_work(tmp_path) -> None:
+    import pytest
+
+    from xmodal.errors import ConfigError
+    from xmodal.experiments.compare import compare
+
+    with pytest.raises(ConfigError, match="budget_scale must be > 0"):
+        compare(CompareConfig(out=str(tmp_path / "out"), strategies=("linear_probe",), budget_scale=0.0))
+    assert not (tmp_path / "out").exists()
