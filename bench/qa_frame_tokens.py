@@ -12,7 +12,8 @@ say which object moved, or how. This probe trains that head on frozen features o
 - ``tokens``: the same 1 + grid² tokens per frame kept apart, each with its frame's and its cell's position,
   one temporal encoder over all of them, and the question and choices attending to every token.
 
-It prints test accuracy overall, on held-out colour-shape combinations and per question kind, the epoch
+The head is the one without similarity curves (``similarity=False``), which these figures were measured on;
+``bench/results/compare_qa.md`` has the compare with them. It prints test accuracy overall, on held-out colour-shape combinations and per question kind, the epoch
 chosen on validation accuracy and the train accuracy then (how far the head memorises). Run it on the
 compare's world and on one with more training stories (same test stories)::
 
@@ -75,7 +76,7 @@ class TokenHead(FusionHead):
 
 
 def head_and_video(variant: str, feats: torch.Tensor, text_dim: int) -> tuple[nn.Module, torch.Tensor]:
-    cfg = QAConfig(use_video=variant != "question_only")
+    cfg = QAConfig(use_video=variant != "question_only", similarity=False)  # the head these figures were measured on
     if variant == "tokens":
         return TokenHead(feats.shape[-1], text_dim, cfg, feats.shape[2]), feats
     video = feats.flatten(2) if variant == "pooled+grid" else feats[:, :, 0]

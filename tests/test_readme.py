@@ -40,8 +40,9 @@ OVERRIDES: dict[str, list[str]] = {  # flags appended to a README command whose 
     # demo: the tiny world, a tiny text tower and vision trunk, one epoch (default: ~3 minutes)
     "demo": ["--set", f"world={json.dumps(TINY_WORLD)}", "--set", "model.text_model=tiny-text",
              "--set", "model.vision={width: 8, depth: 2, image_size: 32}", "--epochs", "1", "--no-progress"],
-    # compare: the tiny world, a tiny ViT base aligned for one epoch, one epoch per strategy (default: ~15 minutes)
-    "compare": ["--set", f"world={json.dumps(TINY_WORLD)}", "--set", "base.text_model=tiny-text",
+    # compare: the tiny world (qa: its own, of 3 training stories), a tiny ViT base aligned for one epoch, one epoch per
+    # strategy (default: ~15 minutes)
+    "compare": ["--set", f"world={json.dumps(TINY_WORLD)}", "--set", "task_stories={qa: 3}", "--set", "base.text_model=tiny-text",
                 "--set", f"base.vision={json.dumps(TINY_VIT)}", "--set", "align.fit.epochs=1", "--epochs", "1"],
     # transfer: one epoch (default: up to 60 epochs or a minute)
     "transfer": ["--epochs", "1", "--no-progress"],

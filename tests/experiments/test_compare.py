@@ -97,3 +97,31 @@ def test_a_budget_scale_of_zero_or_less_is_refused_before_any_work(tmp_path) -> 
     with pytest.raises(ConfigError, match="budget_scale must be > 0"):
         compare(CompareConfig(out=str(tmp_path / "out"), strategies=("linear_probe",), budget_scale=0.0))
     assert not (tmp_path / "out").exists()
+
+
+def test_task_stories_give_a_single_task_compare_its_own_world_of_stories(monkeypatch) -> None:
+    """qa reads out/world-qa (its stories alone, more of them for training); other tasks and multi-task
+    compares read out/world, whose images the base aligns on."""
+    import pytest
+
+    from xmodal.experiments import world
+    from xmodal.experiments.compare import world_rows
+    from xmodal.strategies.train import TransferConfig
+
+    class Asked(Exception):
+        pass
+
+    def generate(root, cfg, progress=True):
+        raise Asked(root.name, cfg.stories_train, cfg.images_train)
+
+    monkeypatch.setattr(world, "generate_world", generate)
+    shared = CompareConfig().world
+    for task, options, asked in (
+            ("qa", {}, ("world-qa", 1234, 0)),
+            ("ground", {}, ("world", shared.stories_train, shared.images_train)),
+            ("multi", {}, ("world", shared.stories_train, shared.images_train)),  # its first task
+            ("multi", {"tasks": ["qa"]}, ("world", shared.stories_train, shared.images_train))):
+        with pytest.raises(Asked) as got:
+            world_rows(CompareConfig(task_stories={"qa": 1234}, transfer=TransferConfig(task=task, task_options=options)),
+                       lambda _: None)
+        assert got.value.args == asked, (task, options)

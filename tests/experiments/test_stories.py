@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import json
 from collections import Counter
 from pathlib import Path
@@ -58,6 +60,17 @@ def test_same_seed_gives_identical_stories(tmp_path, world):
         assert (world / name).read_bytes() == (again / name).read_bytes(), name
     other = generate_world(tmp_path / "other", tiny(seed=1), progress=False)
     assert (other / "stories.jsonl").read_bytes() != (world / "stories.jsonl").read_bytes()
+
+
+def test_stories_drawn_by_several_processes_are_the_same_files(tmp_path, world, monkeypatch):
+    from xmodal.experiments import world_stories
+
+    monkeypatch.setattr(world_stories, "PARALLEL_STORIES", 1)
+    with world_stories.drawers(2) as pool:
+        assert pool is not None or len(os.sched_getaffinity(0)) < 2  # one core: drawn here
+    again = generate_world(tmp_path / "again", tiny(), progress=False)
+    for name in [*MANIFESTS, *(f"stories/{c.name}" for c in (world / "stories").iterdir())]:
+        assert (world / name).read_bytes() == (again / name).read_bytes(), name
 
 
 def test_default_world_has_no_stories(tmp_path):

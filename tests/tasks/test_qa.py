@@ -26,9 +26,10 @@ ROWS = [{"path": "a.mp4", "question": "which happens first?", "choices": ["x", "
 class Stub(nn.Module):
     """What the qa task asks of a transferred model: fixed random text embeddings, frames in the space."""
 
-    def __init__(self, cfg: QAConfig, rows=ROWS, trainable: bool = True) -> None:
+    def __init__(self, cfg: QAConfig, rows=ROWS, trainable: bool = True, in_space: bool = True) -> None:
         super().__init__()
         self.embed_dim, self.seq_width, self.adapts_text = DIM, WIDTH, False
+        self.frame_embed = "projection" if in_space else None
         self.base = nn.Module()
         self.base.logit_scale = nn.Parameter(torch.tensor(2.0))
         self.task_config, self.meta = cfg, QATask().meta(rows, cfg)
@@ -42,7 +43,7 @@ class Stub(nn.Module):
         return nn.functional.normalize(out, dim=-1)
 
     def frames_in_space(self, seq):
-        return nn.functional.normalize(seq @ self.proj, dim=-1)
+        return nn.functional.normalize(seq @ self.proj, dim=-1) if self.frame_embed else None
 
 
 def test_targets_from_json_lists_and_bar_separated_choices():
@@ -82,13 +83,19 @@ def test_config_errors():
         QATask().meta(ROWS, QAConfig(mode="free"))
     with pytest.raises(ConfigError, match="multiple"):
         QATask().meta(ROWS, QAConfig(width=10, heads=4))
+    with pytest.raises(ConfigError, match="similarity_heads"):
+        QATask().meta(ROWS, QAConfig(similarity_heads=-1))
+    with pytest.raises(ConfigError, match=r"qa.statement .*\{answer\}"):
+        QATask().meta(ROWS, QAConfig(statement="{question} {answer}"))
 
 
 @pytest.mark.parametrize("mode", ["choice", "open"])
-@pytest.mark.parametrize("trainable", [True, False])
-def test_scores_shapes_and_padding(mode, trainable):
+@pytest.mark.parametrize("trainable,in_space", [(True, True), (True, False), (False, True)])
+def test_scores_shapes_and_padding(mode, trainable, in_space):
     cfg = QAConfig(mode=mode, width=16, num_frames=FRAMES)
-    model, task = Stub(cfg, trainable=trainable), QATask()
+    model, task = Stub(cfg, trainable=trainable, in_space=in_space), QATask()
+    if trainable:  # frames outside the shared space: the head learns a map into it
+        assert (model.head.to_space is None) is in_space
     assert isinstance(model.head, ZeroShotQA) is not trainable
     batch = task.targets(ROWS, model.meta, cfg, "rows")
     seq = torch.randn(2, FRAMES, WIDTH)
@@ -162,3 +169,78 @@ def test_fusion_learns_the_order_of_events_and_beats_the_question_only_head():
     with_video = _train_and_test(cfg)
     question_only = _train_and_test(QAConfig(**{**cfg.__dict__, "use_video": False}))
     assert with_video >= 0.9 and question_only <= 0.65, (with_video, question_only)
+
+
+
+class SignStub(Stub):
+    """Frames enter the shared space through a fixed non-linear map (sign, then a projection), as through a
+    pretrained tower's head: what a word looks like in the frames is that map of its code."""
+
+    def __init__(self, cfg: QAConfig, rows=ROWS, words: tuple[str, ...] = ()) -> None:
+        super().__init__(cfg, rows)
+        g = torch.Generator().manual_seed(7)
+        self.codes = {w: torch.randint(0, 2, (WIDTH,), generator=g).float() * 2 - 1 for w in words}
+
+    def encode_texts(self, texts):
+        known = [self.codes.get(t) for t in texts]
+        out = torch.stack([nn.functional.normalize(c @ self.proj, dim=0) if c is not None else e
+                           for c, e in zip(known, super().encode_texts(texts))])
+        return out
+
+    def frames_in_space(self, seq):
+        return nn.functional.normalize(torch.sign(seq) @ self.proj, dim=-1)
+
+
+WORDS = tuple(f"word {i}" for i in range(12)) + tuple(f"new {i}" for i in range(12))
+
+
+def _seen_data(n: int, words: list[str], seed: int) -> tuple[torch.Tensor, list[dict]]:
+    """"which one is shown?": frames 2-5 show the answer (its code, each frame at a random scale per feature),
+    the other frames noise; 3 choices from ``words``."""
+    g, stub = torch.Generator().manual_seed(seed), SignStub(QAConfig(num_frames=FRAMES), words=WORDS)
+    seq, rows = torch.randn(n, FRAMES, WIDTH, generator=g), []
+    for i in range(n):
+        pick = torch.randperm(len(words), generator=g)[:3].tolist()
+        seq[i, 2:6] = stub.codes[words[pick[0]]] * (0.1 + 3 * torch.rand(4, WIDTH, generator=g))
+        rows.append({"question": "which one is shown?", "choices": [words[j] for j in sorted(pick)], "answer": words[pick[0]]})
+    return seq, rows
+
+
+def test_similarity_curves_answer_about_words_never_trained_on():
+    """Choices never seen in training (held-out words): the frame-text similarity curves still find what is
+    shown; the fusion without them has only what it learned of the training words."""
+    torch.set_num_threads(1)
+    task = TASKS.get("qa")
+    train_seq, train_rows = _seen_data(256, list(WORDS[:12]), 0)
+    test_seq, test_rows = _seen_data(128, list(WORDS[12:]), 1)
+    accuracy = {}
+    for similarity in (True, False):
+        cfg = QAConfig(width=32, layers=1, heads=2, num_frames=FRAMES, dropout=0.0, similarity=similarity, statement="")
+        model = SignStub(cfg, train_rows, WORDS)
+        train, test = (task.targets(r, model.meta, cfg, "rows") for r in (train_rows, test_rows))
+        opt = torch.optim.AdamW(model.head.parameters(), lr=3e-3)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(100):
+            idx = torch.randperm(256, generator=g)[:32]
+            loss = task.loss(model, train_seq[idx], take(train, idx))["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            accuracy[similarity] = task.metrics(model, task.predict(model, test_seq, test), test)["accuracy"]
+    assert accuracy[True] >= 0.95 and accuracy[False] <= 0.8, accuracy
+
+
+def test_an_order_blind_strategys_head_scores_a_clip_and_its_time_reversal_alike():
+    """The linear probe averages the frames: its similarity curves are the same at every frame too."""
+    cfg = QAConfig(width=16, num_frames=FRAMES)
+    task = QATask()
+    for kind, blind in (("linear", True), ("transformer", False)):
+        model = Stub(cfg)
+        model.head = task.head(model, model.meta, cfg, HeadConfig(kind=kind), True).eval()
+        batch = task.targets(ROWS, model.meta, cfg, "rows")
+        seq = torch.randn(2, FRAMES, WIDTH)
+        with torch.no_grad():
+            same = torch.allclose(task.scores(model, seq, batch), task.scores(model, seq.flip(1), batch), atol=1e-5)
+        assert same is blind, kind

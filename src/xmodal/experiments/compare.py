@@ -77,6 +77,10 @@ class CompareConfig:
     # 128 val / 384 test clips of the 8 motion classes (one test clip = 0.26 points), 300 / 50 / 100 stories
     # (untrimmed clips) for grounding and qa, and images whose objects turn any way and carry the orientation dot,
     # as in clips and stories (a base aligned on upright shapes alone tells rotated hearts from squares at chance)
+    task_stories: dict[str, int] = field(default_factory=lambda: {"qa": 2000})  # training stories of the world
+    # for a single-task compare of these tasks, in place of world.stories_train (the same val and test stories):
+    # qa learns from ~3 questions a story, and 300 stories' 900 questions are memorised (see bench/results/compare_qa.md);
+    # multi-task compares keep world.stories_train for all their tasks
     base: LiTConfig = field(default_factory=lambda: LiTConfig(num_frames=8, vision=VisionConfig(
         arch="vit", width=96, depth=4, patch_size=8, image_size=64, heads=4, stem="conv")))  # LiT aligned first
     # (model ""): a conv-stem ViT at the clips' 64 px (at 32 px a 4-px heart and square look alike)
@@ -164,7 +168,7 @@ def world_rows(cfg: CompareConfig, say: Callable[[str], None]) -> tuple[list[dic
     ``cfg`` with the task options that data needs; a multi-task compare gets the rows of each of its
     tasks, named in a ``task`` column, and the sum of their budgets."""
     from xmodal.data.manifest import read_manifest
-    from xmodal.experiments.world import generate_world, world_paths
+    from xmodal.experiments.world import world_paths
 
     tasks = subtasks(cfg)
     if tasks:
@@ -179,12 +183,31 @@ def world_rows(cfg: CompareConfig, say: Callable[[str], None]) -> tuple[list[dic
         raise ConfigError(f"compare: the built-in world has no data for task {cfg.transfer.task!r}; "
                           f"give --data (it has {sorted(WORLD_DATA)})")
     manifest, options, fit = WORLD_DATA[cfg.transfer.task]
-    say(f"world: generating / reusing {Path(cfg.out) / 'world'}")
-    # under torchrun: rank 0 writes the world, the other ranks read it
-    root = distributed.main_first(lambda: generate_world(Path(cfg.out) / "world", cfg.world, progress=cfg.progress))
+    folder, world = task_world(cfg)
+    cfg = dataclasses.replace(cfg, world=world)
+    root = shared_world(cfg, folder, say)
     transfer_cfg = dataclasses.replace(cfg.transfer, task_options={**options, **cfg.transfer.task_options},
                                        fit=dataclasses.replace(cfg.transfer.fit, **fit))
     return read_manifest(world_paths(root)[manifest]), root, dataclasses.replace(cfg, transfer=transfer_cfg)
+
+
+def task_world(cfg: CompareConfig) -> tuple[str, WorldConfig]:
+    """The world folder (in ``out``) and settings of a single-task compare's rows: ``world``, or for a task of
+    ``cfg.task_stories`` ``world-<task>``, its stories alone (the same stories, with that many for training)."""
+    task = cfg.transfer.task
+    if task not in cfg.task_stories:
+        return "world", cfg.world
+    none = dict.fromkeys(("images_train", "images_val", "images_test", "clips_train", "clips_val", "clips_test"), 0)
+    return f"world-{task}", dataclasses.replace(cfg.world, stories_train=cfg.task_stories[task], **none)
+
+
+def shared_world(cfg: CompareConfig, folder: str, say: Callable[[str], None]) -> Path:
+    """``out/<folder>`` generated with ``cfg.world`` or reused; its path."""
+    from xmodal.experiments.world import generate_world
+
+    say(f"world: generating / reusing {Path(cfg.out) / folder}")
+    # under torchrun: rank 0 writes the world, the other ranks read it
+    return distributed.main_first(lambda: generate_world(Path(cfg.out) / folder, cfg.world, progress=cfg.progress))
 
 
 def align_base(cfg: CompareConfig, root: Path, say: Callable[[str], None]) -> str:
@@ -217,13 +240,15 @@ def prepare(cfg: CompareConfig, say: Callable[[str], None]
     """(base model reference, rows per split, data root, cfg completed for the data)."""
     from xmodal.data.manifest import load_media_manifest
 
+    first = cfg  # the settings as given (world_rows gives a task's own world)
     if cfg.data:
         if not cfg.model:
             raise ConfigError("compare: with your own data, give --model (a CLIP/SigLIP name or an aligned checkpoint)")
         rows, root = load_media_manifest(cfg.data)
     else:
         rows, root, cfg = world_rows(cfg, say)
-    base = cfg.model or align_base(cfg, root, say)
+    # the base aligns on the images of out/world (a task's own world, world-<task>, has stories only)
+    base = cfg.model or align_base(cfg, root if task_world(first)[0] == "world" else shared_world(first, "world", say), say)
     # without a split column, each value of the label column (when rows have one) is split alike
     return base, split_rows(rows, cfg.transfer.task_options.get("label_column", "label")), root, cfg
 
@@ -295,8 +320,8 @@ def single(cfg: CompareConfig, task: str, options: dict[str, Any] | None = None)
     unless given) and its own budget."""
     options = dict(cfg.transfer.task_options).get("options", {}).get(task, {}) if options is None else options
     fit = dataclasses.replace(cfg.transfer.fit, max_minutes=minutes(cfg, task))
-    return dataclasses.replace(cfg, transfer=dataclasses.replace(cfg.transfer, task=task, task_options=dict(options),
-                                                                 fit=fit))
+    return dataclasses.replace(cfg, task_stories={}, transfer=dataclasses.replace(cfg.transfer, task=task,
+                                                                                  task_options=dict(options), fit=fit))
 
 
 def run_alone(spec: str, base: str, splits: dict[str, list[dict[str, Any]]], root: Path, alone: dict[str, CompareConfig],

@@ -18,8 +18,13 @@ even) has one as a mover. See :func:`build_stories` for the manifests.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -40,6 +45,7 @@ QUERY_TEMPLATES = ("the {colour} {shape} {motion}", "{a} {colour} {shape} {motio
                    "the {shape} in {colour} {motion}", "the moment the {colour} {shape} is {motion}")
 GROUNDING_COLUMNS = ("path", "query", "start", "end", "duration", "split", "colour", "shape", "motion", "held_out")
 CAPTION_COLUMNS = ("path", "caption", "split", "held_out")
+PARALLEL_STORIES = 200  # stories from which several processes draw them (below, starting them costs more)
 QA_FIELDS = ("path", "question", "choices", "answer", "kind", "split", "held_out")
 
 
@@ -212,6 +218,23 @@ def make_story(root: Path, cfg: Any, held: list[tuple[str, str]], split: str, k:
             "objects": objects, "questions": [], "held_out": any(pair in held for pair in cast)}
 
 
+def _draw_job(root: Path, cfg: Any, held: list[tuple[str, str]], job: tuple[str, int]) -> dict[str, Any]:
+    return make_story(root, cfg, held, *job)
+
+
+@contextmanager
+def drawers(jobs: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Processes that draw stories side by side (one per CPU core, up to 8) when there are ``PARALLEL_STORIES``
+    or more, else None (drawn here). Each story depends only on its split and number, so the files are the same."""
+    workers = min(8, len(os.sched_getaffinity(0)))
+    # forked, as torch's DataLoader workers are: spawned ones would re-run a caller's script that has no main guard
+    if jobs < PARALLEL_STORIES or workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        yield None
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        yield pool
+
+
 def build_stories(root: Path, cfg: Any, held: list[tuple[str, str]],
                   progress: bool) -> dict[str, tuple[tuple[str, ...] | None, list[dict[str, Any]]]]:
     """Draw every story into ``root/stories/`` and return the manifests to write, by file name:
@@ -219,11 +242,15 @@ def build_stories(root: Path, cfg: Any, held: list[tuple[str, str]],
     from xmodal.engine.progress import progress as progress_bar
 
     stories, used = [], {split: {} for split in SPLITS}
-    for split, k in progress_bar(story_jobs(cfg), progress, desc="world stories", unit="story"):
-        story = make_story(root, cfg, held, split, k)
-        rng = np.random.default_rng([cfg.seed, 4, SPLITS.index(split), k])
-        story["questions"] = ask(story, rng, used[split], cfg.colours, cfg.shapes)
-        stories.append(story)
+    jobs = story_jobs(cfg)
+    with drawers(len(jobs)) as pool:
+        drawn = pool.map(partial(_draw_job, root, cfg, held), jobs, chunksize=16) if pool is not None \
+            else (make_story(root, cfg, held, split, k) for split, k in jobs)
+        for (split, k), story in progress_bar(zip(jobs, drawn), progress, desc="world stories", unit="story",
+                                              total=len(jobs)):
+            rng = np.random.default_rng([cfg.seed, 4, SPLITS.index(split), k])
+            story["questions"] = ask(story, rng, used[split], cfg.colours, cfg.shapes)
+            stories.append(story)
     flag = {True: "true", False: "false"}
     grounding = [{"path": s["path"], "duration": s["duration"], "split": s["split"], "held_out": flag[s["held_out"]],
                   **{key: e[key] for key in ("query", "start", "end", "colour", "shape", "motion")}}

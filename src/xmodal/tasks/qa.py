@@ -48,6 +48,10 @@ class QAConfig:
     video_layers: int = 1  # temporal encoder layers over the frames before the fusion
     heads: int = 4  # attention heads
     dropout: float = 0.1  # dropout inside the fusion head
+    similarity: bool = True  # choice tokens also get their similarity curves to the frames in the shared space
+    similarity_heads: int = 4  # learned bilinear frame-text similarities per text, beside the fixed cosine ones
+    statement: str = "{question} {choice}"  # the (question, choice) text whose curves join the choice's own ("":
+    # the choice alone)
     prompt: str = "{choice}"  # zero-shot text of a choice ({question} and {choice} are filled in; "" question
     # open-ended); the zero_shot strategy scores the frame-averaged embedding against it
     breakdown_columns: tuple[str, ...] = ()  # accuracy per value of these columns too (e.g. ["kind", "held_out"]:
@@ -61,6 +65,13 @@ def check_config(cfg: QAConfig) -> None:
         raise ConfigError(f"qa.width {cfg.width} is not a multiple of qa.heads {cfg.heads}")
     if cfg.num_frames < 1 or cfg.layers < 1 or cfg.video_layers < 1:
         raise ConfigError("qa.num_frames, qa.layers and qa.video_layers must be >= 1")
+    if cfg.similarity_heads < 0:
+        raise ConfigError(f"qa.similarity_heads must be >= 0, got {cfg.similarity_heads}")
+    for name, text in (("statement", cfg.statement), ("prompt", cfg.prompt)):
+        try:
+            text.format(question="q", choice="c")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"qa.{name} {text!r}: only {{question}} and {{choice}} can be filled in ({exc!r})") from None
 
 
 def cell_text(value: Any) -> str:
@@ -155,7 +166,8 @@ class QATask:
         check_config(cfg)
         if not trainable:
             return ZeroShotQA(model)
-        return FusionHead(model.seq_width, model.embed_dim, cfg, head_cfg, len(meta.get("answers", ())))
+        return FusionHead(model.seq_width, model.embed_dim, cfg, head_cfg, len(meta.get("answers", ())),
+                          frames_in_space=model.frame_embed is not None)
 
     def scores(self, model: Any, seq: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         """``[B, K]`` choice scores (-inf where padded) or ``[B, V]`` answer logits."""
@@ -170,8 +182,14 @@ class QATask:
         question = model.encode_texts(batch["questions"])
         if open_:
             return head.open(seq, question)
+        counts = [len(c) for c in batch["choices"]]
         flat = model.encode_texts([c for options in batch["choices"] for c in options])
-        return head.choices(seq, question, *padded(flat, [len(c) for c in batch["choices"]]))
+        if head.curves is None:
+            return head.choices(seq, question, *padded(flat, counts))
+        said = None if not cfg.statement else padded(model.encode_texts(
+            [cfg.statement.format(question=q, choice=c).strip() for q, options in zip(batch["questions"], batch["choices"])
+             for c in options]), counts)[0]
+        return head.choices(seq, question, *padded(flat, counts), said, model.frames_in_space(seq))
 
     def loss(self, model: Any, seq: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return {"loss": nn.functional.cross_entropy(self.scores(model, seq, batch), batch["answer"], ignore_index=-1)}

@@ -50,6 +50,40 @@ class Standardise(nn.Module):
         return (x - self.mean) / (self.var + 1e-5).sqrt()
 
 
+class SimilarityCurves(nn.Module):
+    """Per choice ``[B, K, width]``: its similarity curves over the frames, mapped by an MLP over time.
+
+    Curves (each ``[B, K, frames]``, centred over the row's choices, so that what one choice has more
+    than the others stands out): each text (the choice, the statement) against the frame embeddings and
+    against their change from frame to frame, and ``heads`` learned bilinear similarities per text.
+    Clips with fewer frames are padded with zeros, longer ones cut."""
+
+    def __init__(self, embed_dim: int, frames: int, width: int, heads: int, head_dim: int = 32) -> None:
+        super().__init__()
+        self.frames, self.heads, self.head_dim = frames, heads, head_dim
+        self.video_map = nn.Linear(embed_dim, heads * head_dim) if heads else None
+        self.text_map = nn.Linear(embed_dim, heads * head_dim) if heads else None
+        curves = 2 * (1 + heads) * frames + 2 * (frames - 1)  # 2 texts x (frames, changes, learned heads)
+        self.mlp = nn.Sequential(nn.Linear(curves, width), nn.GELU(), nn.Linear(width, width))
+
+    def _learned(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        (b, t, _), k = frames.shape, text.shape[1]
+        v = self.video_map(frames).view(b, t, self.heads, self.head_dim)
+        w = self.text_map(text).view(b, k, self.heads, self.head_dim)
+        return torch.einsum("bthe,bkhe->bkht", v, w).flatten(2) / self.head_dim ** 0.5
+
+    def forward(self, frames: torch.Tensor, texts: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """``frames [B, T, D]`` L2-normalised, ``texts``: 2 of ``[B, K, D]`` (choice, statement)."""
+        frames = nn.functional.pad(frames[:, : self.frames], (0, 0, 0, max(0, self.frames - frames.shape[1])))
+        change = frames[:, 1:] - frames[:, :-1]
+        curves = [10 * torch.einsum("btd,bkd->bkt", f, x) for f in (frames, change) for x in texts]
+        if self.heads:
+            curves += [self._learned(frames, x) for x in texts]
+        s = torch.cat(curves, -1)
+        s = s - (s * mask[..., None]).sum(1, keepdim=True) / mask.sum(1)[:, None, None]
+        return self.mlp(s)
+
+
 class FusionBlock(nn.Module):
     """Pre-norm block over text tokens: self-attention, cross-attention to the frames (when given), MLP."""
 
@@ -75,7 +109,8 @@ class FusionHead(VideoHead):
     ``[B, V]`` logits over the answer vocabulary (``answers`` > 0). ``video(seq)`` is the text-free
     part: the encoded frames ``[B, T, width]`` (``[B, 0]`` without video)."""
 
-    def __init__(self, in_dim: int, text_dim: int, cfg: Any, head_cfg: HeadConfig, answers: int = 0) -> None:
+    def __init__(self, in_dim: int, text_dim: int, cfg: Any, head_cfg: HeadConfig, answers: int = 0,
+                 frames_in_space: bool = True) -> None:
         super().__init__()
         w, self.use_video = cfg.width, bool(cfg.use_video)
         self.pooled = head_cfg.kind in ORDER_BLIND  # an order-blind strategy: the frames are averaged first
@@ -90,6 +125,10 @@ class FusionHead(VideoHead):
         self.question = nn.Linear(text_dim, w)
         self.choice = nn.Linear(2 * text_dim, w)  # a choice, and how it differs from the row's other choices
         self.kind = nn.Parameter(torch.randn(2, w) * 0.02)  # token type: question, choice
+        self.curves = SimilarityCurves(text_dim, cfg.num_frames, w, cfg.similarity_heads) \
+            if self.use_video and cfg.similarity else None
+        # frames into the shared space, learned, when the strategy's sequence is not in it
+        self.to_space = nn.Linear(in_dim, text_dim) if self.curves is not None and not frames_in_space else None
         self.blocks = nn.ModuleList(FusionBlock(w, cfg.heads, cfg.dropout, self.use_video) for _ in range(cfg.layers))
         self.out = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, answers or 1))
 
@@ -107,12 +146,26 @@ class FusionHead(VideoHead):
             tokens = block(tokens, pad, memory)
         return tokens
 
-    def choices(self, seq: torch.Tensor, question: torch.Tensor, choices: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def in_space(self, seq: torch.Tensor, frames: torch.Tensor | None) -> torch.Tensor:
+        """``[B, T, D]`` L2-normalised frame embeddings: the strategy's (``frames``), else learned from ``seq``; all
+        alike (their mean) for an order-blind strategy."""
+        if frames is None and self.to_space is None:
+            raise ValueError("this qa head was built for a strategy whose frames are in the shared space: pass frames")
+        frames = nn.functional.normalize(self.to_space(seq) if frames is None else frames, dim=-1)
+        return frames.mean(1, keepdim=True).expand_as(frames) if self.pooled else frames  # order-blind: one frame
+
+    def choices(self, seq: torch.Tensor, question: torch.Tensor, choices: torch.Tensor, mask: torch.Tensor,
+                statements: torch.Tensor | None = None, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """``statements [B, K, D]``: the (question, choice) texts; ``frames``: the strategy's frames in the
+        shared space (None: learned). Both feed the similarity curves (with the video, when on)."""
         q = self.question(self.question_norm(question))[:, None] + self.kind[0]
         c = torch.zeros_like(choices)
         c[mask] = self.choice_norm(choices[mask]).to(c.dtype)
         centred = c - c.sum(1, keepdim=True) / mask.sum(1, keepdim=True)[..., None]
         c = self.choice(torch.cat([c, centred], -1)) + q + self.kind[1]
+        if self.curves is not None:
+            texts = (choices, choices if statements is None else statements)
+            c = c + self.curves(self.in_space(seq, frames), texts, mask)
         pad = torch.cat([mask.new_zeros(len(mask), 1), ~mask], 1)
         scores = self.out(self.fuse(seq, torch.cat([q, c], 1), pad)[:, 1:])[..., 0]
         return scores.masked_fill(~mask, float("-inf"))
