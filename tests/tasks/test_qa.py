@@ -145,15 +145,20 @@ def _order_data(n: int, seed: int) -> tuple[torch.Tensor, list[dict]]:
 
 
 def _train_and_test(cfg: QAConfig, steps: int = 150) -> float:
-    task = TASKS.get("qa")
     train_seq, train_rows = _order_data(256, 0)
     test_seq, test_rows = _order_data(128, 1)
-    model = Stub(cfg, train_rows)
+    return _fit_and_test(Stub(cfg, train_rows), (train_seq, train_rows), (test_seq, test_rows), steps)
+
+
+def _fit_and_test(model: Stub, train_data, test_data, steps: int) -> float:
+    """Train ``model``'s head on (seq, rows) ``train_data`` (batches of 32) and return its test accuracy."""
+    task, cfg = TASKS.get("qa"), model.task_config
+    (train_seq, train_rows), (test_seq, test_rows) = train_data, test_data
     train, test = (task.targets(r, model.meta, cfg, "rows") for r in (train_rows, test_rows))
     opt = torch.optim.AdamW(model.head.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
-        idx = torch.randperm(256, generator=g)[:32]
+        idx = torch.randperm(len(train_rows), generator=g)[:32]
         loss = task.loss(model, train_seq[idx], take(train, idx))["loss"]
         opt.zero_grad()
         loss.backward()
@@ -210,25 +215,13 @@ def test_similarity_curves_answer_about_words_never_trained_on():
     """Choices never seen in training (held-out words): the frame-text similarity curves still find what is
     shown; the fusion without them has only what it learned of the training words."""
     torch.set_num_threads(1)
-    task = TASKS.get("qa")
     train_seq, train_rows = _seen_data(256, list(WORDS[:12]), 0)
     test_seq, test_rows = _seen_data(128, list(WORDS[12:]), 1)
     accuracy = {}
     for similarity in (True, False):
         cfg = QAConfig(width=32, layers=1, heads=2, num_frames=FRAMES, dropout=0.0, similarity=similarity, statement="")
-        model = SignStub(cfg, train_rows, WORDS)
-        train, test = (task.targets(r, model.meta, cfg, "rows") for r in (train_rows, test_rows))
-        opt = torch.optim.AdamW(model.head.parameters(), lr=3e-3)
-        g = torch.Generator().manual_seed(0)
-        for _ in range(100):
-            idx = torch.randperm(256, generator=g)[:32]
-            loss = task.loss(model, train_seq[idx], take(train, idx))["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        model.eval()
-        with torch.no_grad():
-            accuracy[similarity] = task.metrics(model, task.predict(model, test_seq, test), test)["accuracy"]
+        accuracy[similarity] = _fit_and_test(SignStub(cfg, train_rows, WORDS), (train_seq, train_rows),
+                                             (test_seq, test_rows), 100)
     assert accuracy[True] >= 0.95 and accuracy[False] <= 0.8, accuracy
 
 
