@@ -75,8 +75,9 @@ class CompareConfig:
         images_train=100, image_rotation=180.0, image_marker=True, clips_train=48, clips_val=16, clips_test=48,
         stories_train=300, stories_val=50, stories_test=100))  # the built-in world (when data is ""): 384 train /
     # 128 val / 384 test clips of the 8 motion classes (one test clip = 0.26 points), 300 / 50 / 100 stories
-    # (untrimmed clips) for grounding and qa, and images whose objects turn any way and carry the orientation dot,
-    # as in clips and stories (a base aligned on upright shapes alone tells rotated hearts from squares at chance)
+    # (untrimmed clips) for grounding and multi-task qa (task_stories: a qa compare's own), and images whose objects
+    # turn any way and carry the orientation dot, as in clips and stories (a base aligned on upright shapes alone
+    # tells rotated hearts from squares at chance)
     task_stories: dict[str, int] = field(default_factory=lambda: {"qa": 2000})  # training stories of the world
     # for a single-task compare of these tasks, in place of world.stories_train (the same val and test stories):
     # qa learns from ~3 questions a story, and 300 stories' 900 questions are memorised (see bench/results/compare_qa.md);
