@@ -50,6 +50,11 @@ class Standardise(nn.Module):
         return (x - self.mean) / (self.var + 1e-5).sqrt()
 
 
+def centred(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x [B, K, F]`` minus its mean over each row's real choices (``mask [B, K]``)."""
+    return x - (x * mask[..., None]).sum(1, keepdim=True) / mask.sum(1)[:, None, None]
+
+
 class SimilarityCurves(nn.Module):
     """Per choice ``[B, K, width]``: its similarity curves over the frames, mapped by an MLP over time.
 
@@ -79,9 +84,7 @@ class SimilarityCurves(nn.Module):
         curves = [10 * torch.einsum("btd,bkd->bkt", f, x) for f in (frames, change) for x in texts]
         if self.heads:
             curves += [self._learned(frames, x) for x in texts]
-        s = torch.cat(curves, -1)
-        s = s - (s * mask[..., None]).sum(1, keepdim=True) / mask.sum(1)[:, None, None]
-        return self.mlp(s)
+        return self.mlp(centred(torch.cat(curves, -1), mask))
 
 
 class FusionBlock(nn.Module):
@@ -161,8 +164,7 @@ class FusionHead(VideoHead):
         q = self.question(self.question_norm(question))[:, None] + self.kind[0]
         c = torch.zeros_like(choices)
         c[mask] = self.choice_norm(choices[mask]).to(c.dtype)
-        centred = c - c.sum(1, keepdim=True) / mask.sum(1, keepdim=True)[..., None]
-        c = self.choice(torch.cat([c, centred], -1)) + q + self.kind[1]
+        c = self.choice(torch.cat([c, centred(c, mask)], -1)) + q + self.kind[1]
         if self.curves is not None:
             texts = (choices, choices if statements is None else statements)
             c = c + self.curves(self.in_space(seq, frames), texts, mask)
